@@ -1,0 +1,93 @@
+"""Command line: a thin layer over the functions the notebooks call.
+
+python -m braintumour data [--url URL] [--sha256 HEX]   find the dataset or download it
+python -m braintumour manifest                           build/check the manifest, print the fingerprint
+python -m braintumour notebook NB... --profile P [--reports DIR]   execute notebooks with papermill
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from braintumour.download import fetch
+
+    fetch(url=args.url or None, sha256=args.sha256 or None, force=args.force)
+    return 0
+
+
+def _cmd_manifest(args: argparse.Namespace) -> int:
+    from braintumour.data import load_dataset
+
+    ds = load_dataset(skip_bad=args.skip_bad)
+    if args.fingerprint_only:
+        print(ds.fingerprint)
+        return 0
+    counts = ds.manifest.groupby(["split", "class_name"]).size().unstack()
+    print(f"dataset:     {ds.root}\nimages:      {len(ds.manifest)}\nfingerprint: {ds.fingerprint}")
+    print(counts.to_string())
+    return 0
+
+
+def _cmd_notebook(args: argparse.Namespace) -> int:
+    from braintumour.pipeline import NotebookFailed, execute
+
+    # `make reproduce` exports REPRODUCE_T0 so elapsed time counts from the start of the whole run.
+    t0 = float(os.environ.get("REPRODUCE_T0") or time.time())
+    for i, nb in enumerate(args.notebooks, 1):
+        position = args.position or f"{i}/{len(args.notebooks)}"
+        try:
+            execute(
+                nb,
+                args.profile,
+                Path(args.reports) if args.reports else None,
+                position=f"[{position}, {time.time() - t0:.0f} s elapsed]",
+            )
+        except NotebookFailed as e:
+            print(f"ERROR: {e}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m braintumour", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("data", help="find the dataset, or download, check and unpack it into data/raw/")
+    p.add_argument("--url", default=os.environ.get("DATA_URL", ""), help="zip of the Kaggle layout (default $DATA_URL)")
+    p.add_argument("--sha256", default=os.environ.get("DATA_SHA256", ""), help="expected SHA-256 of the zip")
+    p.add_argument("--force", action="store_true", help="download even if a dataset is found elsewhere")
+    p.set_defaults(func=_cmd_data)
+
+    p = sub.add_parser("manifest", help="build or check the manifest and print the data fingerprint")
+    p.add_argument("--skip-bad", action="store_true", help="list unreadable images instead of stopping")
+    p.add_argument("--fingerprint-only", action="store_true", help="print only the data fingerprint")
+    p.set_defaults(func=_cmd_manifest)
+
+    p = sub.add_parser("notebook", help="execute notebooks in order with papermill, export HTML")
+    p.add_argument("notebooks", nargs="+")
+    p.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "full"])
+    p.add_argument("--position", default="", help="shown in the progress line, e.g. 3/7")
+    p.add_argument("--reports", default="", help="output folder (default: reports/, or $BRAINTUMOUR_REPORTS)")
+    p.set_defaults(func=_cmd_notebook)
+
+    args = parser.parse_args(argv)
+    from braintumour.data import DataNotFoundError, DatasetLayoutError, ImageDecodeError
+    from braintumour.download import DownloadError
+
+    try:
+        return args.func(args)
+    except (DataNotFoundError, DatasetLayoutError, ImageDecodeError, DownloadError) as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""The one place that decides names, order and paths that every other module imports."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Class order is fixed once: label i means CLASSES[i] everywhere (arrays, metrics, figures).
+CLASSES: tuple[str, ...] = ("glioma", "meningioma", "notumor", "pituitary")
+CLASS_TITLES: dict[str, str] = {
+    "glioma": "Glioma",
+    "meningioma": "Meningioma",
+    "notumor": "No tumour",
+    "pituitary": "Pituitary",
+}
+SPLITS: tuple[str, ...] = ("Training", "Testing")
+
+# The counts the published archive has; validation compares against these.
+EXPECTED_COUNTS: dict[str, dict[str, int]] = {
+    "Training": {"glioma": 1321, "meningioma": 1339, "notumor": 1595, "pituitary": 1457},
+    "Testing": {"glioma": 300, "meningioma": 306, "notumor": 405, "pituitary": 300},
+}
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+
+DATASET_DIRNAME = "brain-tumor-mri"
+MASKS_DIRNAME = "brain-tumor-mri-masks"
+PATIENTS_FILENAME = "brain-tumor-mri-patients.csv"
+KAGGLE_DATASET = "masoudnickparvar/brain-tumor-mri-dataset"
+
+# Input normalisation for every model: uint8 grey -> [0, 1] -> (x - mean) / std. The numbers are
+# the Training split's pixel mean/std at 128 px (rounded); one constant keeps train, evaluation
+# and the predict command identical.
+PIXEL_MEAN = 0.178
+PIXEL_STD = 0.193
+
+
+def project_root() -> Path:
+    """The repository root: `$BRAINTUMOUR_ROOT` if set, else two levels above this package."""
+    env = os.environ.get("BRAINTUMOUR_ROOT")
+    if env:
+        return Path(env).resolve()
+    return Path(__file__).resolve().parents[2]
+
+
+def interim_dir() -> Path:
+    return project_root() / "data" / "interim"
+
+
+def raw_dir() -> Path:
+    return project_root() / "data" / "raw"
+
+
+def reports_dir() -> Path:
+    """Where notebooks write evidence. `BRAINTUMOUR_REPORTS` redirects smoke and test runs so
+    they never overwrite the committed cpu-profile reports."""
+    env = os.environ.get("BRAINTUMOUR_REPORTS")
+    return Path(env).resolve() if env else project_root() / "reports"

@@ -1,0 +1,380 @@
+"""Finding, checking, fingerprinting, decoding and caching the dataset.
+
+The dataset folder is read-only input. Everything derived from it (manifest, decoded arrays) is a
+cache under `data/interim/`, keyed by the data fingerprint, and rebuilt when stale or corrupt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from braintumour import files
+from braintumour.config import (
+    CLASSES,
+    DATASET_DIRNAME,
+    EXPECTED_COUNTS,
+    IMAGE_SUFFIXES,
+    KAGGLE_DATASET,
+    MASKS_DIRNAME,
+    PATIENTS_FILENAME,
+    SPLITS,
+    interim_dir,
+    project_root,
+    raw_dir,
+)
+
+MANIFEST_COLUMNS = ["path", "split", "label", "class_name", "sha256", "width", "height", "mode", "error"]
+# Refuse absurd images before decoding them: 20k x 20k would need gigabytes.
+MAX_PIXELS = 8192 * 8192
+
+
+class DataNotFoundError(FileNotFoundError):
+    """No dataset folder exists in any of the places the project looks."""
+
+
+class DatasetLayoutError(ValueError):
+    """The dataset folder exists but does not have the expected layout or counts."""
+
+
+class ImageDecodeError(ValueError):
+    """One image could not be decoded; the message names the file and the reason."""
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def candidate_dirs() -> list[tuple[str, Path]]:
+    """Where the dataset is looked for, in order, with a word on where each comes from."""
+    out: list[tuple[str, Path]] = []
+    env = os.environ.get("BRAIN_MRI_DIR")
+    if env:
+        out.append(("$BRAIN_MRI_DIR", Path(env).expanduser()))
+    out.append(("data/raw", raw_dir() / DATASET_DIRNAME))
+    out.append(("../shared/datasets", project_root().parent / "shared" / "datasets" / DATASET_DIRNAME))
+    return out
+
+
+def find_dataset() -> Path:
+    """Return the first existing dataset folder: `$BRAIN_MRI_DIR`, `data/raw/`, `../shared/datasets/`.
+
+    `$BRAIN_MRI_DIR`, when set, must exist: a typo there should not silently fall back elsewhere.
+    """
+    env = os.environ.get("BRAIN_MRI_DIR")
+    if env and not Path(env).expanduser().is_dir():
+        raise DataNotFoundError(f"BRAIN_MRI_DIR={env} is set but is not a folder.")
+    for _, path in candidate_dirs():
+        if path.is_dir():
+            return path.resolve()
+    looked = "\n".join(f"  - {p}" for _, p in candidate_dirs())
+    raise DataNotFoundError(
+        "Brain MRI dataset not found. Looked in:\n"
+        f"{looked}\n"
+        "Put the Kaggle 'Brain Tumor MRI Dataset' (folders Training/ and Testing/) at "
+        f"data/raw/{DATASET_DIRNAME}/, or point BRAIN_MRI_DIR at it, or run `make data` to "
+        f"download it (Kaggle dataset {KAGGLE_DATASET}, or DATA_URL=<zip url>)."
+    )
+
+
+def masks_dir(dataset_dir: Path | None = None) -> Path | None:
+    """Expert tumour masks beside the dataset folder, or None where there are none."""
+    dataset_dir = dataset_dir or find_dataset()
+    path = dataset_dir.parent / MASKS_DIRNAME
+    return path if path.is_dir() else None
+
+
+def patients_csv(dataset_dir: Path | None = None) -> Path | None:
+    dataset_dir = dataset_dir or find_dataset()
+    path = dataset_dir.parent / PATIENTS_FILENAME
+    return path if path.is_file() else None
+
+
+# --------------------------------------------------------------------------- layout + manifest
+
+
+def list_images(dataset_dir: Path) -> list[tuple[str, str, str]]:
+    """(relative path, split, class) for every image, sorted; checks the folder layout."""
+    missing = [f"{s}/{c}" for s in SPLITS for c in CLASSES if not (dataset_dir / s / c).is_dir()]
+    if missing:
+        raise DatasetLayoutError(
+            f"{dataset_dir} does not have the expected layout: missing folder(s) {', '.join(missing)}. "
+            f"Expected {'/'.join(SPLITS)} x {'/'.join(CLASSES)}."
+        )
+    rows = []
+    for split in SPLITS:
+        for cls in CLASSES:
+            for p in sorted((dataset_dir / split / cls).iterdir()):
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+                    rows.append((p.relative_to(dataset_dir).as_posix(), split, cls))
+    return rows
+
+
+def check_counts(manifest: pd.DataFrame, expected: dict[str, dict[str, int]] | None = EXPECTED_COUNTS) -> None:
+    """Raise DatasetLayoutError when counts per split and class differ from the published ones."""
+    if expected is None:
+        return
+    counts = manifest.groupby(["split", "class_name"]).size()
+    wrong = [
+        f"{s}/{c}: {int(counts.get((s, c), 0))} files, expected {n}"
+        for s, per_class in expected.items()
+        for c, n in per_class.items()
+        if int(counts.get((s, c), 0)) != n
+    ]
+    if wrong:
+        raise DatasetLayoutError("Dataset counts differ from the published archive: " + "; ".join(wrong))
+
+
+def _header(path: Path, data: bytes) -> tuple[int, int, str]:
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.width, im.height, im.mode
+    except (UnidentifiedImageError, OSError) as e:
+        raise ImageDecodeError(f"{path}: not a readable image ({e})") from e
+
+
+def build_manifest(
+    dataset_dir: Path | None = None,
+    *,
+    skip_bad: bool = False,
+    expected: dict[str, dict[str, int]] | None = EXPECTED_COUNTS,
+) -> pd.DataFrame:
+    """One row per image: path, split, label, class, sha256, width, height, PIL mode.
+
+    Every image is fully decoded once here so that a truncated file is caught now, not in epoch 7.
+    With `skip_bad`, unreadable files stay in the manifest with `error` set and a warning lists them.
+    """
+    dataset_dir = dataset_dir or find_dataset()
+    rows = []
+    bad = []
+    for rel, split, cls in tqdm(list_images(dataset_dir), desc="manifest", unit="img", leave=False):
+        path = dataset_dir / rel
+        data = path.read_bytes()
+        error = ""
+        width = height = 0
+        mode = ""
+        try:
+            width, height, mode = _header(path, data)
+            decode_grey(data, source=path)
+        except ImageDecodeError as e:
+            if not skip_bad:
+                raise
+            error = str(e)
+            bad.append(error)
+        rows.append((rel, split, CLASSES.index(cls), cls, hashlib.sha256(data).hexdigest(), width, height, mode, error))
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    if bad:
+        warnings.warn(f"{len(bad)} unreadable image(s) skipped:\n" + "\n".join(bad), stacklevel=2)
+    check_counts(manifest, expected)
+    return manifest
+
+
+def fingerprint(manifest: pd.DataFrame) -> str:
+    """SHA-256 of the manifest's content columns: changes when any file, label or split changes."""
+    cols = ["path", "split", "class_name", "sha256", "width", "height", "mode", "error"]
+    text = manifest[cols].to_csv(index=False, lineterminator="\n")
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The manifest of one dataset folder and its fingerprint."""
+
+    root: Path
+    manifest: pd.DataFrame
+    fingerprint: str
+
+    def split(self, name: str) -> pd.DataFrame:
+        return self.manifest[(self.manifest.split == name) & (self.manifest.error == "")]
+
+
+def load_dataset(dataset_dir: Path | None = None, *, skip_bad: bool = False, write: bool = True) -> Dataset:
+    """Find the data, build (or reuse) the manifest, and write it to `data/interim/manifest.csv`.
+
+    The manifest is reused when every file's size and modification time match the cached one;
+    otherwise it is rebuilt (hashing and decoding every file, about a minute here).
+    """
+    dataset_dir = (dataset_dir or find_dataset()).resolve()
+    cache = interim_dir() / "manifest.csv"
+    stat_key = _stat_key(dataset_dir)
+    manifest = _read_cached_manifest(cache, dataset_dir, stat_key)
+    if manifest is None:
+        manifest = build_manifest(dataset_dir, skip_bad=skip_bad)
+        if write:
+            files.write_text(cache, manifest.to_csv(index=False, lineterminator="\n"))
+            files.write_json(cache.with_suffix(".json"), {"root": str(dataset_dir), "stat_key": stat_key})
+    elif not skip_bad and (manifest.error != "").any():
+        bad = manifest.loc[manifest.error != "", "error"].tolist()
+        raise ImageDecodeError("; ".join(bad))
+    return Dataset(dataset_dir, manifest, fingerprint(manifest))
+
+
+def _stat_key(dataset_dir: Path) -> str:
+    h = hashlib.sha256()
+    for rel, _, _ in list_images(dataset_dir):
+        st = (dataset_dir / rel).stat()
+        h.update(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _read_cached_manifest(cache: Path, dataset_dir: Path, stat_key: str) -> pd.DataFrame | None:
+    meta = cache.with_suffix(".json")
+    if not (cache.is_file() and meta.is_file()):
+        return None
+    try:
+        info = json.loads(meta.read_text())
+        if info.get("root") != str(dataset_dir) or info.get("stat_key") != stat_key:
+            return None
+        manifest = pd.read_csv(cache, keep_default_na=False, dtype={"error": str, "mode": str})
+    except (ValueError, OSError):
+        return None
+    return manifest if list(manifest.columns) == MANIFEST_COLUMNS else None
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def decode_grey(data: bytes, *, source: str | Path = "<bytes>") -> Image.Image:
+    """Decode image bytes to one greyscale convention: 8-bit 'L', black background.
+
+    - RGB: ITU-R 601 luma (PIL's 'L' conversion); the MRI slices are grey stored as RGB.
+    - RGBA / LA / palette with transparency: composited onto black, the MRI background colour.
+    - 16- and 32-bit integer ('I;16', 'I'): scaled linearly by the image's maximum so that a
+      12-bit scan in a 16-bit container is not nearly black; zero stays zero.
+    - float ('F'): scaled the same way.
+    """
+    try:
+        im = Image.open(io.BytesIO(data))
+        if im.width * im.height > MAX_PIXELS:
+            raise ImageDecodeError(
+                f"{source}: image is {im.width}x{im.height}, over the {MAX_PIXELS:,}-pixel limit; "
+                "refused rather than decoded (downscale it first)"
+            )
+        im.load()
+    except ImageDecodeError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageDecodeError(f"{source}: cannot decode image ({e})") from e
+    if im.width < 8 or im.height < 8:
+        raise ImageDecodeError(f"{source}: image is {im.width}x{im.height}, too small to be an MRI slice")
+    return to_grey(im)
+
+
+def to_grey(im: Image.Image) -> Image.Image:
+    """Any PIL image -> 8-bit greyscale ('L') following `decode_grey`'s convention."""
+    im = ImageOps.exif_transpose(im) if im.format == "JPEG" else im
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("RGBA", "LA", "PA"):
+        rgba = im.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        im = Image.alpha_composite(black, rgba)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        top = arr.max()
+        arr = np.clip(arr, 0, None) * (255.0 / top) if top > 0 else np.zeros_like(arr)
+        return Image.fromarray(np.round(arr).astype(np.uint8), mode="L")
+    return im.convert("L")
+
+
+def square_resize(im: Image.Image, size: int) -> np.ndarray:
+    """Pad to a centred square with black (keeps anatomy's proportions), then resize to size x size.
+
+    The same geometry is applied to masks (`resample=NEAREST`) so heatmaps and masks line up.
+    """
+    return np.asarray(_square_resize(im, size, Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def _square_resize(im: Image.Image, size: int, resample: Image.Resampling) -> Image.Image:
+    side = max(im.width, im.height)
+    if im.width != im.height:
+        canvas = Image.new(im.mode, (side, side), 0)
+        canvas.paste(im, ((side - im.width) // 2, (side - im.height) // 2))
+        im = canvas
+    # PIL's bilinear filter widens its support when shrinking, so it antialiases.
+    return im.resize((size, size), resample)
+
+
+def load_image(path: str | Path, size: int) -> np.ndarray:
+    """Read one image file into a (size, size) uint8 array with the training preprocessing."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ImageDecodeError(f"{path}: cannot read file ({e.strerror or e})") from e
+    if not data:
+        raise ImageDecodeError(f"{path}: file is empty")
+    return square_resize(decode_grey(data, source=path), size)
+
+
+def load_mask(path: str | Path, size: int) -> np.ndarray:
+    """Binary mask (bool, size x size) with the same pad-and-resize geometry as its image."""
+    with Image.open(path) as im:
+        grey = im.convert("L")
+    resized = _square_resize(grey, size, Image.Resampling.BILINEAR)
+    return np.asarray(resized) >= 128
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def cache_paths(fp: str, size: int) -> tuple[Path, Path]:
+    stem = interim_dir() / f"images_{size}px_{fp[:16]}"
+    return stem.with_suffix(".npy"), stem.with_suffix(".json")
+
+
+def load_images(dataset: Dataset, size: int, *, rebuild: bool = False) -> np.ndarray:
+    """All manifest images as a uint8 array (N, size, size) in manifest order, cached on disk.
+
+    The cache is keyed by size and fingerprint, and its own SHA-256 is checked on every load:
+    a stale or corrupt cache is rebuilt with a warning, never silently used.
+    """
+    arr_path, meta_path = cache_paths(dataset.fingerprint, size)
+    if not rebuild:
+        arr = _read_cache(arr_path, meta_path, dataset, size)
+        if arr is not None:
+            return arr
+    arr = np.zeros((len(dataset.manifest), size, size), dtype=np.uint8)
+    rows = list(zip(dataset.manifest.path, dataset.manifest.error, strict=True))
+    for i, (rel, err) in enumerate(tqdm(rows, desc=f"decode {size}px", unit="img", leave=False)):
+        if not err:
+            arr[i] = load_image(dataset.root / rel, size)
+    files.write_with(arr_path, lambda tmp: np.save(tmp, arr, allow_pickle=False))
+    meta = {"fingerprint": dataset.fingerprint, "size": size, "shape": list(arr.shape), "sha256": _array_sha(arr)}
+    files.write_json(meta_path, meta)
+    return arr
+
+
+def _array_sha(arr: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
+
+
+def _read_cache(arr_path: Path, meta_path: Path, dataset: Dataset, size: int) -> np.ndarray | None:
+    if not (arr_path.is_file() and meta_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        arr = np.load(arr_path, allow_pickle=False)
+        ok = (
+            meta.get("fingerprint") == dataset.fingerprint
+            and meta.get("size") == size
+            and list(arr.shape) == [len(dataset.manifest), size, size]
+            and arr.dtype == np.uint8
+            and meta.get("sha256") == _array_sha(arr)
+        )
+    except (ValueError, OSError, EOFError) as e:
+        warnings.warn(f"image cache {arr_path} unreadable ({e}); rebuilding", stacklevel=3)
+        return None
+    if not ok:
+        warnings.warn(f"image cache {arr_path} is stale or corrupt; rebuilding", stacklevel=3)
+        return None
+    return arr

@@ -1,0 +1,179 @@
+"""Classification metrics, bootstrap confidence intervals, calibration and paired tests.
+
+Everything that scikit-learn or scipy already computes comes from them; this module only
+arranges the results into one plain dictionary per evaluation.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from scipy.stats import binomtest
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+
+from braintumour.config import CLASSES
+from braintumour.transforms import to_input
+
+N_BOOTSTRAP = 2000
+BOOTSTRAP_SEED = 12345
+
+
+@torch.no_grad()
+def predict_proba(model: torch.nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Softmax probabilities (N, 4) for uint8 images (N, H, W), in eval mode, in batches."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = to_input(torch.from_numpy(images[start : start + batch_size]))
+        out.append(torch.softmax(model(x).float(), dim=1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), dtype=np.float32)
+
+
+def images_per_second(model: torch.nn.Module, images: np.ndarray, batch_size: int = 256, repeats: int = 3) -> float:
+    """Median batched inference throughput (images/s) on the current device and threads."""
+    predict_proba(model, images[:batch_size], batch_size)  # warm-up: oneDNN picks kernels once
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        predict_proba(model, images, batch_size)
+        rates.append(len(images) / (time.perf_counter() - t0))
+    return float(np.median(rates))
+
+
+def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, n_bins: int = 15) -> float:
+    """ECE of the top-class confidence with equal-width bins (Guo et al., 2017)."""
+    conf = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        sel = bins == b
+        if sel.any():
+            ece += sel.mean() * abs(correct[sel].mean() - conf[sel].mean())
+    return float(ece)
+
+
+def reliability_curve(y_true: np.ndarray, proba: np.ndarray, n_bins: int = 15) -> dict[str, list[float]]:
+    """Per-bin mean confidence, accuracy and count, for a reliability diagram."""
+    conf = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+    out: dict[str, list[float]] = {"confidence": [], "accuracy": [], "count": [], "bin_lower": [], "bin_upper": []}
+    for b in range(n_bins):
+        sel = bins == b
+        if sel.any():
+            out["confidence"].append(float(conf[sel].mean()))
+            out["accuracy"].append(float(correct[sel].mean()))
+            out["count"].append(int(sel.sum()))
+            out["bin_lower"].append(float(edges[b]))
+            out["bin_upper"].append(float(edges[b + 1]))
+    return out
+
+
+def _headline(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Accuracy, balanced accuracy and macro-F1 from one confusion matrix.
+
+    Computed with numpy rather than three scikit-learn calls because the bootstrap calls it
+    thousands of times; a test checks it against scikit-learn.
+    """
+    k = len(CLASSES)
+    cm = np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
+    diag = np.diag(cm).astype(float)
+    rows, cols = cm.sum(axis=1), cm.sum(axis=0)
+    present = rows > 0
+    f1 = np.divide(2 * diag, rows + cols, out=np.zeros(k), where=(rows + cols) > 0)
+    return {
+        "accuracy": float(diag.sum() / cm.sum()),
+        "balanced_accuracy": float((diag[present] / rows[present]).mean()),
+        "macro_f1": float(f1.mean()),
+    }
+
+
+def bootstrap_ci(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    n_boot: int = N_BOOTSTRAP,
+    seed: int = BOOTSTRAP_SEED,
+    level: float = 0.95,
+) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals for accuracy, balanced accuracy and macro-F1 (test images resampled)."""
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
+    draws = {k: [] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        for k, v in _headline(y_true[idx], y_pred[idx]).items():
+            draws[k].append(v)
+    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+    return {k: [float(np.percentile(v, lo)), float(np.percentile(v, hi))] for k, v in draws.items()}
+
+
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray, *, with_ci: bool = True) -> dict:
+    """Accuracy, balanced accuracy, macro/per-class P/R/F1, ROC-AUC, confusion matrix, ECE, 95% CIs."""
+    y_true = np.asarray(y_true)
+    y_pred = proba.argmax(axis=1)
+    labels = np.arange(len(CLASSES))
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    present = np.unique(y_true)
+    auc = {}
+    for i, c in enumerate(CLASSES):
+        if i in present and len(present) > 1:
+            auc[c] = float(roc_auc_score(y_true == i, proba[:, i]))
+    out = {
+        "n": int(len(y_true)),
+        **_headline(y_true, y_pred),
+        "macro_precision": float(p.mean()),
+        "macro_recall": float(r.mean()),
+        "per_class": {
+            c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            for i, c in enumerate(CLASSES)
+        },
+        "roc_auc_ovr": auc,
+        "roc_auc_macro": float(np.mean(list(auc.values()))) if auc else float("nan"),
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "ece": expected_calibration_error(y_true, proba),
+        "errors": int((y_pred != y_true).sum()),
+    }
+    if with_ci:
+        out["ci95"] = bootstrap_ci(y_true, y_pred)
+    return out
+
+
+def mcnemar(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict[str, float]:
+    """Exact McNemar test for two classifiers on the same images (Dietterich, 1998).
+
+    b = A right and B wrong, c = A wrong and B right; p is the two-sided binomial test of b vs c.
+    """
+    a_ok = pred_a == y_true
+    b_ok = pred_b == y_true
+    b = int((a_ok & ~b_ok).sum())
+    c = int((~a_ok & b_ok).sum())
+    p = 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
+    return {"a_right_b_wrong": b, "a_wrong_b_right": c, "p_value": p}
+
+
+def mean_sd(values: list[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=float)
+    return {
+        "mean": float(arr.mean()),
+        "sd": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
+        "min": float(arr.min()),
+        "max": float(arr.max()),
+    }
+
+
+HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1")
+
+
+def summarise_over_seeds(per_seed: dict[int, dict]) -> dict:
+    """Mean, sd, min and max over seeds of the headline metrics and of per-class recall."""
+    out = {
+        k: {**mean_sd([m[k] for m in per_seed.values()]), "per_seed": {s: m[k] for s, m in per_seed.items()}}
+        for k in HEADLINE
+    }
+    out["per_class_recall"] = {c: mean_sd([m["per_class"][c]["recall"] for m in per_seed.values()]) for c in CLASSES}
+    return out

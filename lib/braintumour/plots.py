@@ -1,0 +1,97 @@
+"""Figures for the thesis (seaborn/matplotlib). Each function returns a Figure; saving is
+`reporting.save_figure`'s job."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from sklearn.metrics import roc_curve
+
+from braintumour.config import CLASS_TITLES, CLASSES
+from braintumour.evaluate import reliability_curve
+
+TITLES = [CLASS_TITLES[c] for c in CLASSES]
+
+
+def learning_curves(histories: dict[str, pd.DataFrame]) -> plt.Figure:
+    """Training loss, validation loss and validation macro-F1 per epoch, one line per run."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for label, h in histories.items():
+        axes[0].plot(h.epoch, h.train_loss, label=label)
+        axes[1].plot(h.epoch, h.val_loss, label=label)
+        axes[2].plot(h.epoch, h.val_macro_f1, label=label)
+    for ax, title in zip(axes, ["training loss", "validation loss", "validation macro-F1"], strict=True):
+        ax.set(title=title, xlabel="epoch")
+        ax.grid(alpha=0.3)
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(cm: np.ndarray | list, title: str = "", ax: plt.Axes | None = None) -> plt.Figure:
+    cm = np.asarray(cm)
+    fig = ax.figure if ax is not None else plt.figure(figsize=(4.6, 4))
+    ax = ax or fig.add_subplot()
+    sns.heatmap(cm, annot=True, fmt="d", cmap="Blues", cbar=False, xticklabels=TITLES, yticklabels=TITLES, ax=ax)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    return fig
+
+
+def per_class_bars(per_class: dict[str, dict[str, float]], title: str = "") -> plt.Figure:
+    rows = [
+        {"class": CLASS_TITLES[c], "metric": m, "value": v[m]}
+        for c, v in per_class.items()
+        for m in ("precision", "recall", "f1")
+    ]
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    sns.barplot(pd.DataFrame(rows), x="class", y="value", hue="metric", ax=ax)
+    lo = min(r["value"] for r in rows)
+    ax.set(ylim=(max(0.0, lo - 0.05), 1.0), title=title, xlabel="", ylabel="")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def roc_curves(y_true: np.ndarray, proba: np.ndarray, title: str = "") -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    for i, c in enumerate(CLASSES):
+        fpr, tpr, _ = roc_curve(y_true == i, proba[:, i])
+        ax.plot(fpr, tpr, label=CLASS_TITLES[c])
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def reliability_diagram(y_true: np.ndarray, proba: np.ndarray, ece: float, title: str = "") -> plt.Figure:
+    curve = reliability_curve(y_true, proba)
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    widths = np.subtract(curve["bin_upper"], curve["bin_lower"])
+    ax.bar(
+        curve["bin_lower"], curve["accuracy"], width=widths, align="edge", edgecolor="k", alpha=0.7, label="accuracy"
+    )
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
+    ax.set(xlabel="confidence", ylabel="accuracy", title=f"{title} (ECE {ece:.3f})".strip(), xlim=(0, 1), ylim=(0, 1))
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def recall_comparison(table: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Per-class recall with error bars for several variants; `table` columns: class, variant, mean, sd."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    variants = list(dict.fromkeys(table.variant))
+    x = np.arange(len(CLASSES))
+    width = 0.8 / len(variants)
+    for k, v in enumerate(variants):
+        t = table[table.variant == v].set_index("class").loc[list(CLASSES)]
+        ax.bar(x + k * width, t["mean"], width, yerr=t["sd"], capsize=3, label=v)
+    ax.set_xticks(x + width * (len(variants) - 1) / 2, TITLES)
+    ax.set(ylim=(max(0, table["mean"].min() - 0.05), 1.0), ylabel="recall", title=title)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,52 @@
+"""Run profiles: plain dictionaries of notebook parameters, passed by the Makefile to papermill.
+
+A notebook never checks which machine it is on; it reads its profile here.
+- smoke: a small subset and tiny budgets, for tests and `make smoke` (minutes).
+- cpu:   the default real run on a 2-core CPU (the committed reports/).
+- full:  paper-scale settings for a GPU machine.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "image_size": 64,
+        "per_class_limit": 40,
+        "epochs": 2,
+        "batch_size": 32,
+        "seeds": [0],
+        "patience": 2,
+    },
+    "cpu": {
+        "image_size": 128,
+        "per_class_limit": None,
+        "epochs": 20,
+        "batch_size": 64,
+        "seeds": [0, 1, 2],
+        "patience": 8,
+    },
+    "full": {
+        "image_size": 224,
+        "per_class_limit": None,
+        "epochs": 60,
+        "batch_size": 64,
+        "seeds": [0, 1, 2, 3, 4],
+        "patience": 15,
+    },
+}
+
+
+def get_profile(name: str, **overrides: Any) -> dict[str, Any]:
+    """The named profile with notebook overrides applied (None means "keep the profile's value")."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+    params = copy.deepcopy(PROFILES[name])
+    unknown = set(overrides) - set(params)
+    if unknown:
+        raise ValueError(f"unknown profile parameter(s): {', '.join(sorted(unknown))}")
+    params.update({k: v for k, v in overrides.items() if v is not None})
+    params["profile"] = name
+    return params

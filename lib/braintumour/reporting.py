@@ -1,0 +1,59 @@
+"""One schema and one writer for every metrics file, and one way to save figures."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+
+from braintumour import files
+from braintumour.config import project_root, reports_dir
+
+
+def git_commit() -> str:
+    """HEAD's commit, suffixed with '-dirty' when tracked files have uncommitted changes."""
+    root = project_root()
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "lib", "notebooks"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("-dirty" if dirty else "")
+
+
+def metrics_path(name: str) -> Path:
+    return reports_dir() / "metrics" / f"{name}.json"
+
+
+def write_metrics(name: str, *, profile: str, data_fingerprint: str, **fields: Any) -> Path:
+    """Write reports/metrics/<name>.json with the shared header fields first, atomically."""
+    payload = {
+        "name": name,
+        "profile": profile,
+        **fields,
+        "data_fingerprint": data_fingerprint,
+        "git_commit": git_commit(),
+        "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    return files.write_json(metrics_path(name), payload)
+
+
+def save_figure(fig: plt.Figure, name: str, dpi: int = 300) -> list[Path]:
+    """Save a figure as PNG (300 dpi) and PDF (vector, for LaTeX) under reports/figures/."""
+    out = []
+    for ext in ("png", "pdf"):
+        path = reports_dir() / "figures" / f"{name}.{ext}"
+        files.write_with(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight"))
+        out.append(path)
+    return out

@@ -1,0 +1,93 @@
+"""Training runs as cached, reusable artefacts.
+
+A run is identified by its training config, its split and the data fingerprint. A finished run
+(`done.json` beside `best.pt`) is reused instead of retrained unless `retrain=True`, so a notebook
+stepped through interactively, or re-executed after an unrelated change, costs seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from braintumour import files
+from braintumour.config import interim_dir
+from braintumour.splits import Split
+from braintumour.train import TrainConfig, load_checkpoint, train
+
+
+@dataclass
+class RunResult:
+    config: TrainConfig
+    model: torch.nn.Module
+    history: pd.DataFrame
+    train_seconds: float
+    best_epoch: int
+    run_dir: Path
+    reused: bool
+
+
+def run_key(cfg: TrainConfig, split: Split, data_fingerprint: str) -> str:
+    """Hash of everything that determines a run's weights (threads excepted: results do not depend on them)."""
+    cfg_dict = {k: v for k, v in cfg.to_dict().items() if k != "threads"}
+    h = hashlib.sha256(json.dumps(cfg_dict, sort_keys=True).encode())
+    for part in (split.train, split.val):
+        h.update(np.ascontiguousarray(part).tobytes())
+    h.update(data_fingerprint.encode())
+    return h.hexdigest()[:16]
+
+
+def train_or_load(
+    cfg: TrainConfig,
+    images: np.ndarray,
+    labels: np.ndarray,
+    split: Split,
+    weights: np.ndarray,
+    data_fingerprint: str,
+    *,
+    retrain: bool = False,
+    runs_root: Path | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Train one run, or reuse the finished run with the same key."""
+    key = run_key(cfg, split, data_fingerprint)
+    run_dir = (runs_root or interim_dir() / "runs") / f"{cfg.model}-seed{cfg.seed}-{key}"
+    done = run_dir / "done.json"
+    if retrain and run_dir.exists():
+        shutil.rmtree(run_dir)
+    if done.is_file():
+        info = json.loads(done.read_text())
+        model, payload = load_checkpoint(run_dir / "best.pt")
+        return RunResult(
+            cfg,
+            model,
+            pd.read_csv(run_dir / "history.csv"),
+            info["train_seconds"],
+            payload["epoch"],
+            run_dir,
+            reused=True,
+        )
+    t0 = time.perf_counter()
+    model, history = train(cfg, images, labels, split.train, split.val, weights, run_dir, progress=progress)
+    # Wall-clock of the whole run as the epochs recorded it (resumed runs add up their parts).
+    seconds = float(history.seconds.sum() + history.eval_seconds.sum()) if len(history) else time.perf_counter() - t0
+    _, payload = load_checkpoint(run_dir / "best.pt")
+    files.write_json(
+        done,
+        {
+            "key": key,
+            "config": cfg.to_dict(),
+            "train_seconds": seconds,
+            "best_epoch": payload["epoch"],
+            "data_fingerprint": data_fingerprint,
+        },
+    )
+    return RunResult(cfg, model, history, seconds, payload["epoch"], run_dir, reused=False)

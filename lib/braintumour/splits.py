@@ -1,0 +1,84 @@
+"""Train/validation/test splits and class weights.
+
+Testing is only ever used for final evaluation; model selection (early stopping) uses a
+stratified validation split carved out of Training with its own fixed seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+from sklearn.utils.class_weight import compute_class_weight
+
+from braintumour.config import CLASSES
+from braintumour.data import Dataset
+
+SPLIT_SEED = 20240917  # fixed once; independent of the training seeds
+
+
+@dataclass(frozen=True)
+class Split:
+    """Row indices into the dataset manifest (and the cached image array) for each role."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+def load_split(
+    dataset: Dataset,
+    *,
+    val_fraction: float = 0.1,
+    per_class_limit: int | None = None,
+    seed: int = SPLIT_SEED,
+) -> Split:
+    """Stratified train/val split of Training, and the official Testing split.
+
+    `per_class_limit` keeps the first n images per class and split (after a seeded shuffle) for
+    smoke runs: the same profile always gets the same subset.
+    """
+    train_pool = _limit(dataset.split("Training"), per_class_limit, seed)
+    test = _limit(dataset.split("Testing"), per_class_limit, seed)
+    train_idx, val_idx = train_test_split(
+        train_pool.index.to_numpy(),
+        test_size=val_fraction,
+        stratify=train_pool.label.to_numpy(),
+        random_state=seed,
+    )
+    return Split(np.sort(train_idx), np.sort(val_idx), np.sort(test.index.to_numpy()))
+
+
+def _limit(frame: pd.DataFrame, per_class_limit: int | None, seed: int) -> pd.DataFrame:
+    if per_class_limit is None:
+        return frame
+    return frame.sample(frac=1.0, random_state=seed).groupby("label").head(per_class_limit)
+
+
+def class_counts(labels: np.ndarray) -> np.ndarray:
+    return np.bincount(labels, minlength=len(CLASSES))
+
+
+def class_weights(labels: np.ndarray, method: str = "inverse") -> np.ndarray:
+    """Per-class loss weights from training labels, mean weight 1 over the samples.
+
+    - "inverse": n / (k * n_c), scikit-learn's "balanced" weights.
+    - "effective": Cui et al. (2019), (1 - beta) / (1 - beta^n_c) with beta = 1 - 1/n, rescaled
+      so that the weighted sample count equals n.
+    - "none": all ones.
+    """
+    counts = class_counts(labels).astype(float)
+    if method == "none":
+        return np.ones(len(CLASSES))
+    if method == "inverse":
+        return compute_class_weight("balanced", classes=np.arange(len(CLASSES)), y=labels)
+    if method == "effective":
+        beta = 1.0 - 1.0 / counts.sum()
+        w = (1.0 - beta) / (1.0 - beta**counts)
+        return w * counts.sum() / (w * counts).sum()
+    raise ValueError(f"unknown class-weight method {method!r}; use 'inverse', 'effective' or 'none'")
