@@ -197,7 +197,13 @@ class Dataset:
         return self.manifest[(self.manifest.split == name) & (self.manifest.error == "")]
 
 
-def load_dataset(dataset_dir: Path | None = None, *, skip_bad: bool = False, write: bool = True) -> Dataset:
+def load_dataset(
+    dataset_dir: Path | None = None,
+    *,
+    skip_bad: bool = False,
+    write: bool = True,
+    expected: dict[str, dict[str, int]] | None = EXPECTED_COUNTS,
+) -> Dataset:
     """Find the data, build (or reuse) the manifest, and write it to `data/interim/manifest.csv`.
 
     The manifest is reused when every file's size and modification time match the cached one;
@@ -208,7 +214,7 @@ def load_dataset(dataset_dir: Path | None = None, *, skip_bad: bool = False, wri
     stat_key = _stat_key(dataset_dir)
     manifest = _read_cached_manifest(cache, dataset_dir, stat_key)
     if manifest is None:
-        manifest = build_manifest(dataset_dir, skip_bad=skip_bad)
+        manifest = build_manifest(dataset_dir, skip_bad=skip_bad, expected=expected)
         if write:
             files.write_text(cache, manifest.to_csv(index=False, lineterminator="\n"))
             files.write_json(cache.with_suffix(".json"), {"root": str(dataset_dir), "stat_key": stat_key})

@@ -9,6 +9,7 @@ resumes gives the same weights as one that never stopped.
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import random
 import time
 from dataclasses import dataclass, field
@@ -206,6 +207,6 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
         cfg = payload["config"]
         model = build_model(cfg["model"], **cfg.get("model_kwargs", {}))
         model.load_state_dict(payload["model"])
-    except (RuntimeError, KeyError, TypeError, EOFError, ValueError, OSError) as e:
+    except (RuntimeError, KeyError, TypeError, EOFError, ValueError, OSError, pickle.UnpicklingError) as e:
         raise CheckpointError(f"{path}: not a usable model checkpoint ({str(e).splitlines()[0]})") from e
     return model.eval(), payload

@@ -1,0 +1,50 @@
+"""Shared fixtures. Real data from the dataset folder wherever a test needs data; small synthetic
+images only where a test needs something the real data lacks (bad files, other modes)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from braintumour import data
+from braintumour.config import CLASSES, SPLITS
+
+
+@pytest.fixture(scope="session")
+def dataset() -> data.Dataset:
+    return data.load_dataset()
+
+
+@pytest.fixture(scope="session")
+def real_dir(dataset: data.Dataset) -> Path:
+    return dataset.root
+
+
+@pytest.fixture()
+def isolated_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A throwaway project root: its own data/raw, data/interim and reports."""
+    root = tmp_path / "project"
+    (root / "data" / "raw").mkdir(parents=True)
+    (root / "data" / "interim").mkdir(parents=True)
+    monkeypatch.setenv("BRAINTUMOUR_ROOT", str(root))
+    monkeypatch.setenv("BRAINTUMOUR_REPORTS", str(root / "reports"))
+    monkeypatch.delenv("BRAIN_MRI_DIR", raising=False)
+    return root
+
+
+def make_mini_dataset(real_dir: Path, dest: Path, per_class: int = 2) -> Path:
+    """Copy the first `per_class` real images of every split and class into a dataset layout."""
+    for split in SPLITS:
+        for cls in CLASSES:
+            out = dest / split / cls
+            out.mkdir(parents=True, exist_ok=True)
+            for src in sorted((real_dir / split / cls).iterdir())[:per_class]:
+                shutil.copy2(src, out / src.name)
+    return dest
+
+
+@pytest.fixture()
+def mini_dataset(real_dir: Path, tmp_path: Path) -> Path:
+    return make_mini_dataset(real_dir, tmp_path / "mini" / "brain-tumor-mri")

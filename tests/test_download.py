@@ -1,0 +1,87 @@
+"""`make data`'s download-check-unpack path, against a zip served on 127.0.0.1."""
+
+import functools
+import hashlib
+import http.server
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from braintumour import download
+from braintumour.data import DatasetLayoutError
+
+
+@pytest.fixture()
+def http_root(tmp_path):
+    root = tmp_path / "served"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def _zip_folder(folder: Path, archive: Path, prefix: str = "") -> Path:
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                zf.write(p, prefix + p.relative_to(folder).as_posix())
+    return archive
+
+
+def test_download_check_unpack(isolated_root, mini_dataset, http_root):
+    served, base = http_root
+    archive = _zip_folder(mini_dataset, served / "brain-tumor-mri.zip", prefix="archive/")
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    dest = isolated_root / "data" / "raw" / "brain-tumor-mri"
+    out = download.fetch(f"{base}/brain-tumor-mri.zip", sha256=digest, expected=None)
+    assert out == dest
+    assert sorted(p.relative_to(dest) for p in dest.rglob("*.jpg")) == sorted(
+        p.relative_to(mini_dataset) for p in mini_dataset.rglob("*.jpg"))
+    # Nothing half-done left beside it.
+    assert [p.name for p in dest.parent.iterdir()] == ["brain-tumor-mri"]
+    # Found now, so a second call downloads nothing.
+    assert download.fetch(f"{base}/missing.zip", expected=None) == dest.resolve()
+
+
+def test_checksum_mismatch_leaves_nothing(isolated_root, mini_dataset, http_root):
+    served, base = http_root
+    _zip_folder(mini_dataset, served / "a.zip")
+    with pytest.raises(download.DownloadError, match="SHA-256"):
+        download.fetch(f"{base}/a.zip", sha256="0" * 64, expected=None)
+    assert list((isolated_root / "data" / "raw").iterdir()) == []
+
+
+def test_wrong_layout_and_not_a_zip_and_404(isolated_root, mini_dataset, http_root):
+    served, base = http_root
+    _zip_folder(mini_dataset / "Training", served / "only-training.zip")
+    with pytest.raises(DatasetLayoutError):
+        download.fetch(f"{base}/only-training.zip", expected=None)
+    (served / "text.zip").write_text("not a zip")
+    with pytest.raises(download.DownloadError, match="not a valid zip"):
+        download.fetch(f"{base}/text.zip", expected=None)
+    with pytest.raises(download.DownloadError, match="404"):
+        download.fetch(f"{base}/nowhere.zip", expected=None)
+    assert list((isolated_root / "data" / "raw").iterdir()) == []
+
+
+def test_counts_are_checked_by_default(isolated_root, mini_dataset, http_root):
+    served, base = http_root
+    _zip_folder(mini_dataset, served / "small.zip")
+    with pytest.raises(DatasetLayoutError, match="expected 1321"):
+        download.fetch(f"{base}/small.zip")
+    assert list((isolated_root / "data" / "raw").iterdir()) == []
+
+
+def test_zip_slip_is_refused(tmp_path):
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("../outside.txt", "x")
+    with pytest.raises(download.DownloadError, match="outside"):
+        download.unpack_zip(archive, tmp_path / "into")
+    assert not (tmp_path / "outside.txt").exists()

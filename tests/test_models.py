@@ -1,0 +1,41 @@
+import pytest
+import torch
+
+from braintumour.models import MODELS, BrainTumourCNN, build_model, count_parameters, target_layer
+
+
+@pytest.mark.parametrize("size", [64, 96, 128, 160, 224])
+def test_custom_cnn_output_shape_for_several_input_sizes(size):
+    model = build_model("custom_cnn").eval()
+    with torch.no_grad():
+        out = model(torch.randn(3, 1, size, size))
+    assert out.shape == (3, 4)
+
+
+def test_custom_cnn_parameter_budget():
+    assert count_parameters(build_model("custom_cnn")) <= 1_500_000
+
+
+def test_unknown_model_name_lists_known_ones():
+    with pytest.raises(ValueError, match="custom_cnn"):
+        build_model("resnet9000")
+
+
+def test_target_layer_for_every_model_in_the_factory():
+    for name in MODELS:
+        model = build_model(name)
+        layer = target_layer(model)
+        assert any(layer is m for m in model.modules())
+
+
+def test_target_layer_keeps_spatial_extent():
+    model = BrainTumourCNN().eval()
+    seen = {}
+
+    def hook(module, inputs, output):
+        seen["shape"] = output.shape
+
+    target_layer(model).register_forward_hook(hook)
+    with torch.no_grad():
+        model(torch.randn(1, 1, 128, 128))
+    assert seen["shape"][-2:] == (8, 8)

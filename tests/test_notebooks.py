@@ -1,0 +1,79 @@
+"""The notebook chain, executed with papermill in the smoke profile (the same as `make smoke`)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from braintumour.pipeline import notebooks
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = {"name", "profile", "data_fingerprint", "git_commit"}
+
+
+def _run(args, **kw):
+    return subprocess.run([sys.executable, "-m", "braintumour", *args], cwd=ROOT, capture_output=True, text=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def smoke_reports(tmp_path_factory):
+    reports = tmp_path_factory.mktemp("smoke") / "reports"
+    result = _run(["notebook", *map(str, notebooks()), "--profile", "smoke", "--reports", str(reports)], timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return reports
+
+
+@pytest.mark.slow
+def test_every_notebook_executes_in_the_smoke_profile(smoke_reports):
+    for nb in notebooks():
+        executed = smoke_reports / "executed" / nb.name
+        assert executed.is_file(), nb.name
+        assert (smoke_reports / "html" / nb.with_suffix(".html").name).is_file()
+        cells = nbformat.read(executed, as_version=4).cells
+        assert not any(o.get("output_type") == "error" for c in cells for o in c.get("outputs", []))
+
+
+@pytest.mark.slow
+def test_smoke_metrics_share_the_schema(smoke_reports):
+    paths = sorted((smoke_reports / "metrics").glob("*.json"))
+    assert {p.stem for p in paths} >= {"data", "custom_cnn", "class_weighting_ablation"}
+    fingerprints = set()
+    for p in paths:
+        m = json.loads(p.read_text())
+        assert SCHEMA <= set(m), p.name
+        assert m["profile"] == "smoke"
+        fingerprints.add(m["data_fingerprint"])
+    assert len(fingerprints) == 1
+    cnn = json.loads((smoke_reports / "metrics" / "custom_cnn.json").read_text())
+    for key in ("model", "params", "image_size", "seeds", "train_seconds", "inference_images_per_second", "test"):
+        assert key in cnn
+    assert {"accuracy", "macro_f1", "balanced_accuracy", "per_class", "confusion_matrix", "ci95"} <= set(cnn["test"])
+    assert (smoke_reports / "models" / "custom_cnn.pt").is_file()
+    assert (smoke_reports / "figures" / "custom_cnn_confusion_matrix.pdf").is_file()
+
+
+def test_smoke_run_never_writes_the_committed_reports(smoke_reports):
+    assert smoke_reports.resolve() != (ROOT / "reports").resolve()
+
+
+def test_failing_notebook_is_named_and_kept_apart(tmp_path):
+    nb_dir = tmp_path / "notebooks"
+    nb_dir.mkdir()
+    nb = new_notebook(cells=[new_code_cell("profile = 'cpu'", metadata={"tags": ["parameters"]}),
+                             new_code_cell("x = 1"), new_code_cell("raise ValueError('boom in cell two')")])
+    nb.metadata["kernelspec"] = {"name": "braintumour", "display_name": "braintumour", "language": "python"}
+    path = nb_dir / "99_fails.ipynb"
+    nbformat.write(nb, path)
+    reports = tmp_path / "reports"
+    good = reports / "executed" / "99_fails.ipynb"
+    good.parent.mkdir(parents=True)
+    good.write_text("previous good run")
+    result = _run(["notebook", str(path), "--profile", "smoke", "--reports", str(reports)], timeout=300)
+    assert result.returncode == 1
+    assert "99_fails.ipynb failed in cell" in result.stderr and "boom in cell two" in result.stderr
+    assert good.read_text() == "previous good run"  # never overwritten by a failed run
+    assert (reports / "executed" / "99_fails.FAILED.ipynb").is_file()

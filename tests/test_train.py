@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from braintumour import data, runs, splits
+from braintumour.evaluate import predict_proba
+from braintumour.train import CheckpointError, TrainConfig, load_checkpoint, save_checkpoint, train
+from braintumour.transforms import Augment, to_input
+
+SIZE = 48
+
+
+@pytest.fixture(scope="module")
+def tiny(dataset):
+    """A tiny real subset: 16 images per class for training, 6 for validation, at 48 px."""
+    split = splits.load_split(dataset, per_class_limit=22, val_fraction=6 * 4 / 88)
+    idx = np.concatenate([split.train, split.val])
+    images = np.zeros((len(dataset.manifest), SIZE, SIZE), np.uint8)
+    for i in idx:
+        images[i] = data.load_image(dataset.root / dataset.manifest.path.iloc[i], SIZE)
+    labels = dataset.manifest.label.to_numpy()
+    return images, labels, split
+
+
+def _cfg(**kw):
+    base = dict(image_size=SIZE, epochs=3, batch_size=16, lr=3e-3, patience=10, seed=7)
+    return TrainConfig(**{**base, **kw})
+
+
+def _loss(model, images, labels, idx):
+    proba = predict_proba(model, images[idx])
+    return F.nll_loss(torch.log(torch.from_numpy(proba)), torch.from_numpy(labels[idx].astype(np.int64))).item()
+
+
+def test_training_lowers_the_loss(tiny, tmp_path):
+    images, labels, split = tiny
+    cfg = _cfg(epochs=4)
+    torch.manual_seed(cfg.seed)
+    from braintumour.models import build_model
+
+    before = _loss(build_model("custom_cnn"), images, labels, split.train)
+    model, history = train(cfg, images, labels, split.train, split.val, np.ones(4), tmp_path / "run", progress=False)
+    assert len(history) == 4
+    assert history.train_loss.iloc[-1] < history.train_loss.iloc[0]
+    assert _loss(model, images, labels, split.train) < before
+    assert {"train_loss", "val_loss", "val_macro_f1", "lr", "seconds"} <= set(history.columns)
+    assert (tmp_path / "run" / "history.csv").is_file()
+
+
+def test_resume_after_interruption_equals_uninterrupted(tiny, tmp_path):
+    images, labels, split = tiny
+    cfg = _cfg()
+    w = splits.class_weights(labels[split.train])
+    straight, h1 = train(cfg, images, labels, split.train, split.val, w, tmp_path / "a", progress=False)
+    train(cfg, images, labels, split.train, split.val, w, tmp_path / "b", stop_after_epochs=1, progress=False)
+    resumed, h2 = train(cfg, images, labels, split.train, split.val, w, tmp_path / "b", progress=False)
+    for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    np.testing.assert_allclose(h1.train_loss, h2.train_loss)
+
+
+def test_checkpoint_round_trip_and_bad_files(tiny, tmp_path):
+    images, labels, split = tiny
+    from braintumour.models import build_model
+
+    model = build_model("custom_cnn").eval()
+    path = save_checkpoint(tmp_path / "m.pt", model, _cfg(), extra={"note": "x"})
+    loaded, payload = load_checkpoint(path)
+    assert payload["note"] == "x"
+    x = to_input(torch.from_numpy(images[split.val[:4]]))
+    with torch.no_grad():
+        assert torch.allclose(model(x), loaded(x))
+
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match="junk.pt"):
+        load_checkpoint(tmp_path / "junk.pt")
+    other = build_model("custom_cnn", width=16)  # different architecture, same name
+    torch.save({"config": _cfg().to_dict(), "model": other.state_dict()}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="other.pt"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def test_finished_run_is_reused_unless_retrain(tiny, tmp_path):
+    images, labels, split = tiny
+    cfg = _cfg(epochs=1)
+    args = (cfg, images, labels, split, np.ones(4), "f" * 64)
+    first = runs.train_or_load(*args, runs_root=tmp_path, progress=False)
+    again = runs.train_or_load(*args, runs_root=tmp_path, progress=False)
+    assert not first.reused and again.reused and again.run_dir == first.run_dir
+    other = runs.train_or_load(cfg, images, labels, split, np.ones(4), "e" * 64, runs_root=tmp_path, progress=False)
+    assert other.run_dir != first.run_dir  # other data fingerprint, other run
+    fresh = runs.train_or_load(*args, runs_root=tmp_path, retrain=True, progress=False)
+    assert not fresh.reused
+
+
+def test_augment_is_seeded_and_keeps_shape(tiny):
+    images, _, split = tiny
+    batch = torch.from_numpy(images[split.train[:8]])
+    a = Augment()(batch, torch.Generator().manual_seed(0))
+    b = Augment()(batch, torch.Generator().manual_seed(0))
+    c = Augment()(batch, torch.Generator().manual_seed(1))
+    assert a.shape == (8, 1, SIZE, SIZE)
+    assert torch.equal(a, b) and not torch.equal(a, c)
