@@ -59,15 +59,23 @@ $(FINGERPRINT): FORCE | $(STAMP)
 	@$(PY) -m braintumour manifest --fingerprint-only > $@.new
 	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
 
-# Each notebook depends on its source, the library, the data, and the notebook before it.
+# Each notebook depends on its source, the library, the data, and the notebooks whose outputs it
+# reads (UPSTREAM_<name>). The story order of the numbers is kept except where a notebook reads a
+# later one's results: 02 reads the class-weighting ablation that 03 trains.
+UPSTREAM_01_eda := 00_data
+UPSTREAM_02_class_imbalance := 00_data 03_custom_cnn
+UPSTREAM_03_custom_cnn := 00_data 01_eda
+UPSTREAM_04_baselines := 00_data 01_eda 03_custom_cnn
+UPSTREAM_05_gradcam := 03_custom_cnn 04_baselines
+UPSTREAM_06_results := $(filter-out 06_results,$(basename $(notdir $(NOTEBOOKS))))
+upstream = $(foreach u,$(UPSTREAM_$(1)),$(filter $(REPORTS)/executed/$(u).ipynb,$(EXECUTED)))
 define notebook_rule
-$(REPORTS)/executed/$(notdir $(1)): $(1) $(LIB) $(FINGERPRINT) $(2) | $(STAMP)
-	@$(PY) -m braintumour notebook $(1) --profile $(PROFILE) --reports $(REPORTS) \
-	  --position "$(3)/$(words $(NOTEBOOKS))"
-	@echo $(notdir $(1)) >> $(RAN)
+$(REPORTS)/executed/$(1).ipynb: notebooks/$(1).ipynb $(LIB) $(FINGERPRINT) $(call upstream,$(1)) | $(STAMP)
+	@$(PY) -m braintumour notebook notebooks/$(1).ipynb --profile $(PROFILE) --reports $(REPORTS) \
+	  --position "$$$$(( $$$$(cat $(RAN) 2>/dev/null | wc -l) + 1 ))/$(words $(EXECUTED))"
+	@echo $(1) >> $(RAN)
 endef
-PREVIOUS := none $(EXECUTED)
-$(foreach i,$(shell seq 1 $(words $(NOTEBOOKS))),$(eval $(call notebook_rule,$(word $(i),$(NOTEBOOKS)),$(filter-out none,$(word $(i),$(PREVIOUS))),$(i))))
+$(foreach nb,$(NOTEBOOKS),$(eval $(call notebook_rule,$(basename $(notdir $(nb))))))
 
 reproduce: $(STAMP)
 	@rm -f $(RAN)

@@ -95,3 +95,68 @@ def recall_comparison(table: pd.DataFrame, title: str = "") -> plt.Figure:
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def class_counts(counts: pd.DataFrame, title: str = "Images per class") -> plt.Figure:
+    """Grouped bars; `counts` has splits as rows and class names as columns."""
+    long = counts.reset_index().melt(id_vars=counts.index.name or "index", var_name="class", value_name="images")
+    long["class"] = long["class"].map(CLASS_TITLES)
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    sns.barplot(long, x="class", y="images", hue=counts.index.name or "index", ax=ax)
+    for container in ax.containers:
+        ax.bar_label(container, fontsize=7)
+    ax.set(title=title, xlabel="")
+    fig.tight_layout()
+    return fig
+
+
+def sample_grid(images: np.ndarray, labels: np.ndarray, per_class: int = 6, seed: int = 0) -> plt.Figure:
+    """A row of randomly drawn images per class."""
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(len(CLASSES), per_class, figsize=(1.6 * per_class, 1.7 * len(CLASSES)))
+    for r, _ in enumerate(CLASSES):
+        picks = rng.choice(np.flatnonzero(labels == r), per_class, replace=False)
+        for c, i in enumerate(picks):
+            axes[r, c].imshow(images[i], cmap="gray", vmin=0, vmax=255)
+            axes[r, c].axis("off")
+        axes[r, 0].set_title(TITLES[r], loc="left", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def intensity_histograms(images: np.ndarray, labels: np.ndarray) -> plt.Figure:
+    """Per-class pixel-intensity densities (background pixels, value 0, left out)."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    bins = np.arange(1, 257)
+    for r, _ in enumerate(CLASSES):
+        px = images[labels == r].ravel()
+        hist, _ = np.histogram(px[px > 0], bins=bins, density=True)
+        ax.plot(bins[:-1], hist, label=TITLES[r])
+    ax.set(xlabel="intensity (uint8, background excluded)", ylabel="density", title="Intensity per class")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def distance_histogram(distances: np.ndarray, threshold: int, title: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    ax.hist(distances, bins=np.arange(0, distances.max() + 3, 2) - 0.5, color="0.4")
+    ax.axvline(threshold + 0.5, color="crimson", ls="--", label=f"threshold: <= {threshold} bits")
+    ax.set(xlabel="Hamming distance to nearest other image (of 256 bits)", ylabel="images", title=title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def pair_grid(images: np.ndarray, pairs: pd.DataFrame, title: str) -> plt.Figure:
+    """Image pairs side by side, labelled with their distance and classes; `pairs` has i, j, distance."""
+    n = len(pairs)
+    fig, axes = plt.subplots(2, n, figsize=(1.7 * n, 3.8), squeeze=False)
+    for c, row in enumerate(pairs.itertuples()):
+        for r, idx in enumerate((row.i, row.j)):
+            axes[r, c].imshow(images[idx], cmap="gray", vmin=0, vmax=255)
+            axes[r, c].axis("off")
+        axes[0, c].set_title(f"d = {row.distance}", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -82,3 +82,20 @@ def class_weights(labels: np.ndarray, method: str = "inverse") -> np.ndarray:
         w = (1.0 - beta) / (1.0 - beta**counts)
         return w * counts.sum() / (w * counts).sum()
     raise ValueError(f"unknown class-weight method {method!r}; use 'inverse', 'effective' or 'none'")
+
+
+def load_test_dedup(dataset: Dataset) -> np.ndarray:
+    """Manifest rows of the leakage-free Testing subset (Testing images with no near-duplicate in
+    Training), as written by notebook 01 to `reports/test_dedup.csv`."""
+    from braintumour.config import reports_dir
+
+    path = reports_dir() / "test_dedup.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: execute notebooks/01_eda.ipynb first (make reproduce does)")
+    paths = pd.read_csv(path).path
+    index = pd.Series(dataset.manifest.index, index=dataset.manifest.path)
+    missing = set(paths) - set(index.index)
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} path(s) not in the dataset, e.g. {sorted(missing)[0]}; "
+                         "it was written for other data: re-run notebook 01")
+    return np.sort(index.loc[paths].to_numpy())
