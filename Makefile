@@ -20,7 +20,7 @@ RAN := $(REPORTS)/.ran
 REPRODUCE_T0 ?= $(shell date +%s)
 export REPRODUCE_T0
 
-.PHONY: help setup data test lint smoke reproduce lab clean-reports clean-cache FORCE
+.PHONY: help setup pdf-tools data test lint smoke reproduce readme-results lab clean-reports clean-cache FORCE
 
 help:
 	@echo "make reproduce   re-execute every notebook (PROFILE=$(PROFILE)) into $(REPORTS)/"
@@ -41,13 +41,21 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name braintumour --display-name "Python (braintumour)" >/dev/null
 	@touch $@
 
+# Headless Chromium prints the HTML to PDF; poppler's pdftoppm lets the tests look at a page.
+pdf-tools:
+	@command -v chromium >/dev/null && command -v pdftoppm >/dev/null || { \
+	  echo "==> installing Debian's chromium and poppler-utils for the PDF export"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    chromium poppler-utils fonts-dejavu-core >/dev/null; }
+
 data: $(STAMP)
 	$(PY) -m braintumour data
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lib tests notebooks
 
-test: lint
+test: lint pdf-tools
 	$(PY) -m pytest -q
 
 smoke: $(STAMP)
@@ -77,18 +85,23 @@ $(REPORTS)/executed/$(1).ipynb: notebooks/$(1).ipynb $(LIB) $(FINGERPRINT) $(cal
 endef
 $(foreach nb,$(NOTEBOOKS),$(eval $(call notebook_rule,$(basename $(notdir $(nb))))))
 
-reproduce: $(STAMP)
+reproduce: $(STAMP) pdf-tools
 	@rm -f $(RAN)
 	@$(MAKE) --no-print-directory $(EXECUTED)
+	@if [ -f $(REPORTS)/pdf/06_results.pdf ]; then cp $(REPORTS)/pdf/06_results.pdf $(REPORTS)/report.pdf; fi
+	@if [ "$(PROFILE)" = cpu ]; then $(MAKE) --no-print-directory readme-results; fi
 	@if [ -f $(RAN) ]; then echo "==> reproduce ($(PROFILE)) finished: $$(wc -l < $(RAN)) notebook(s) re-executed into $(REPORTS)/"; \
 	else echo "==> nothing to do: every notebook in $(REPORTS)/ is up to date with its source, the library and the data (make clean-reports forces a rerun)"; fi
 	@rm -f $(RAN)
+
+readme-results: $(STAMP)
+	$(PY) -m braintumour readme-results --metrics $(REPORTS)/metrics
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
 
 clean-reports:
-	rm -rf $(REPORTS)/executed $(REPORTS)/html $(FINGERPRINT)
+	rm -rf $(REPORTS)/executed $(REPORTS)/html $(REPORTS)/pdf $(REPORTS)/report.pdf $(FINGERPRINT)
 
 clean-cache:
 	rm -rf data/interim/*.npy data/interim/*.json data/interim/manifest.csv data/interim/runs

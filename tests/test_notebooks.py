@@ -62,6 +62,21 @@ def test_smoke_metrics_share_the_schema(smoke_reports):
     assert (smoke_reports / "figures" / "custom_cnn_confusion_matrix.pdf").is_file()
 
 
+@pytest.mark.slow
+def test_pdfs_render_and_are_not_blank(smoke_reports, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    assert (smoke_reports / "report.pdf").is_file()
+    for nb in notebooks():
+        pdf = smoke_reports / "pdf" / nb.with_suffix(".pdf").name
+        assert pdf.is_file(), pdf
+    subprocess.run(["pdftoppm", "-r", "40", "-f", "1", "-l", "1", "-png", str(smoke_reports / "report.pdf"),
+                    str(tmp_path / "page")], check=True)
+    page = np.asarray(Image.open(next(tmp_path.glob("page*.png"))).convert("L"))
+    assert (page < 128).mean() > 0.005  # text and figures, not an empty white page
+
+
 def test_smoke_run_never_writes_the_committed_reports(smoke_reports):
     assert smoke_reports.resolve() != (ROOT / "reports").resolve()
 

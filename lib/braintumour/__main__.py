@@ -54,6 +54,16 @@ def _cmd_notebook(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_readme_results(args: argparse.Namespace) -> int:
+    from braintumour.config import project_root
+    from braintumour.summary import rewrite_readme
+
+    readme = project_root() / "README.md"
+    changed = rewrite_readme(readme, Path(args.metrics) if args.metrics else None)
+    print(f"{readme}: results block {'rewritten' if changed else 'already up to date'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m braintumour", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -77,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--position", default="", help="shown in the progress line, e.g. 3/7")
     p.add_argument("--reports", default="", help="output folder (default: reports/, or $BRAINTUMOUR_REPORTS)")
     p.set_defaults(func=_cmd_notebook)
+
+    p = sub.add_parser("readme-results", help="rewrite README.md's results block from reports/metrics/")
+    p.add_argument("--metrics", default="", help="metrics folder (default reports/metrics)")
+    p.set_defaults(func=_cmd_readme_results)
 
     args = parser.parse_args(argv)
     from braintumour.data import DataNotFoundError, DatasetLayoutError, ImageDecodeError

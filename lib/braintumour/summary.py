@@ -1,0 +1,103 @@
+"""Headline tables read from reports/metrics/*.json only: used by the results notebook and by
+`make readme-results`, so no number in the README is typed by hand."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from braintumour import files
+from braintumour.config import reports_dir
+
+# Quoted from the papers (REFERENCES.md), not re-run: accuracy on the same Kaggle Testing split.
+LITERATURE = [
+    {"model": "Custom CNN + class weighting (the study reproduced here)", "accuracy": 0.9710},
+    {"model": "1.31 M-parameter CNN (Islam et al., 2025)", "accuracy": 0.9649},
+    {"model": "Inception-ResNet-V2, ImageNet (Islam et al., 2025)", "accuracy": 0.9953},
+    {"model": "Custom CNN (Dewage et al., 2024)", "accuracy": 0.9451},
+]
+MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def load_metrics(name: str, metrics_dir: Path | None = None) -> dict | None:
+    path = (metrics_dir or reports_dir() / "metrics") / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _pm(o: dict, key: str) -> str:
+    return f"{o[key]['mean']:.2%} ± {o[key]['sd']:.2%}"
+
+
+def headline_table(metrics_dir: Path | None = None) -> pd.DataFrame:
+    """Our models (mean ± sd over seeds, Testing and leakage-free Testing) and the quoted literature."""
+    rows = []
+    cnn = load_metrics("custom_cnn", metrics_dir)
+    if cnn is not None:
+        t, d = cnn["test_over_seeds"], cnn.get("test_dedup_over_seeds")
+        rows.append({
+            "model": f"Custom CNN, ours ({cnn['params'] / 1e6:.2f} M parameters, {len(cnn['seeds'])} seeds)",
+            "source": f"this repo, {cnn['profile']} profile",
+            "Testing accuracy": _pm(t, "accuracy"), "Testing macro-F1": _pm(t, "macro_f1"),
+            "leakage-free accuracy": _pm(d, "accuracy") if d else "",
+            "leakage-free macro-F1": _pm(d, "macro_f1") if d else "",
+        })
+    for lit in LITERATURE:
+        rows.append({"model": lit["model"], "source": "quoted, not re-run",
+                     "Testing accuracy": f"{lit['accuracy']:.2%}", "Testing macro-F1": "",
+                     "leakage-free accuracy": "", "leakage-free macro-F1": ""})
+    return pd.DataFrame(rows)
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub Markdown table (pandas' to_markdown would need one more dependency)."""
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join(map(str, row)) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, rule, *body])
+
+
+def readme_block(metrics_dir: Path | None = None) -> str:
+    """The Markdown that goes between the README's results markers."""
+    table = headline_table(metrics_dir)
+    cnn = load_metrics("custom_cnn", metrics_dir)
+    lines = [MARK_START, "## Results (written by `make readme-results` from `reports/metrics/`)", ""]
+    if cnn is None:
+        lines += ["No metrics yet: run `make reproduce`.", MARK_END]
+        return "\n".join(lines)
+    lines += [markdown_table(table), ""]
+    train_min = [s / 60 for s in cnn["train_seconds"].values()]
+    lines.append(
+        f"Custom CNN: {cnn['params']:,} parameters, {cnn['image_size']} px input, training "
+        f"{min(train_min):.1f}-{max(train_min):.1f} min per seed on {cnn['torch_threads']} CPU threads, "
+        f"inference {cnn['inference_images_per_second']:.0f} images/s (batched, CPU). "
+        f"Leakage-free Testing: the {cnn['test_dedup']['n']} Testing images with no near-duplicate in Training "
+        f"(notebook 01). Data fingerprint `{cnn['data_fingerprint'][:12]}`, commit `{cnn['git_commit'][:12]}`."
+    )
+    ablation = load_metrics("class_weighting_ablation", metrics_dir)
+    if ablation is not None:
+        on, off = (ablation["variants"][k]["over_seeds"]["macro_f1"] for k in ("inverse", "none"))
+        lines.append(f"Class weighting: macro-F1 {on['mean']:.2%} ± {on['sd']:.2%} with, "
+                     f"{off['mean']:.2%} ± {off['sd']:.2%} without (same seeds).")
+    leakage = load_metrics("leakage", metrics_dir)
+    if leakage is not None:
+        leaked = leakage["testing_with_near_duplicate_in_training"]["total"]
+        lines.append(f"Leakage: {leaked} of 1,311 Testing images have a near-duplicate in Training; a classifier "
+                     f"on metadata alone reaches {leakage['shortcut_classifier']['test_balanced_accuracy']:.1%} "
+                     "balanced accuracy (chance 25%).")
+    lines += ["", MARK_END]
+    return "\n".join(lines)
+
+
+def rewrite_readme(readme: Path, metrics_dir: Path | None = None) -> bool:
+    """Replace the marked block of README.md; returns True when the file changed."""
+    text = readme.read_text()
+    if MARK_START not in text or MARK_END not in text:
+        raise ValueError(f"{readme}: markers {MARK_START} ... {MARK_END} not found")
+    pattern = re.compile(re.escape(MARK_START) + ".*?" + re.escape(MARK_END), re.S)
+    new = pattern.sub(lambda _: readme_block(metrics_dir), text)
+    if new != text:
+        files.write_text(readme, new)
+    return new != text
