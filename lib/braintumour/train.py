@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from braintumour import files
 from braintumour.evaluate import predict_proba
@@ -129,6 +129,7 @@ def train(
             desc=f"{cfg.model} seed {cfg.seed} epoch {epoch + 1}/{cfg.epochs}",
             disable=not progress,
             leave=False,
+            mininterval=3.0,  # a few updates per epoch: executed notebooks keep every update's text
         )
         for step in bar:
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
