@@ -74,7 +74,7 @@ UPSTREAM_01_eda := 00_data
 UPSTREAM_02_class_imbalance := 00_data 03_custom_cnn
 UPSTREAM_03_custom_cnn := 00_data 01_eda
 UPSTREAM_04_baselines := 00_data 01_eda 03_custom_cnn
-UPSTREAM_05_gradcam := 03_custom_cnn 04_baselines
+UPSTREAM_05_gradcam := 00_data 03_custom_cnn 04_baselines
 UPSTREAM_06_results := $(filter-out 06_results,$(basename $(notdir $(NOTEBOOKS))))
 upstream = $(foreach u,$(UPSTREAM_$(1)),$(filter $(REPORTS)/executed/$(u).ipynb,$(EXECUTED)))
 define notebook_rule

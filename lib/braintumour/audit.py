@@ -69,14 +69,25 @@ def duplicate_clusters(n: int, pairs: pd.DataFrame) -> np.ndarray:
 def describe_pairs(manifest: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
     """Pairs with each side's split and class, the kind (within/across splits), exactness and label conflict."""
     a, b = manifest.iloc[pairs.i].reset_index(drop=True), manifest.iloc[pairs.j].reset_index(drop=True)
-    kind = np.where(a.split.values != b.split.values, "across Training-Testing",
-                    np.where(a.split.values == "Training", "within Training", "within Testing"))
-    return pd.DataFrame({
-        "i": pairs.i.values, "j": pairs.j.values, "distance": pairs.distance.values,
-        "path_a": a.path, "path_b": b.path, "class_a": a.class_name, "class_b": b.class_name,
-        "kind": kind, "exact": a.sha256.values == b.sha256.values,
-        "conflicting_labels": a.class_name.values != b.class_name.values,
-    })
+    kind = np.where(
+        a.split.values != b.split.values,
+        "across Training-Testing",
+        np.where(a.split.values == "Training", "within Training", "within Testing"),
+    )
+    return pd.DataFrame(
+        {
+            "i": pairs.i.values,
+            "j": pairs.j.values,
+            "distance": pairs.distance.values,
+            "path_a": a.path,
+            "path_b": b.path,
+            "class_a": a.class_name,
+            "class_b": b.class_name,
+            "kind": kind,
+            "exact": a.sha256.values == b.sha256.values,
+            "conflicting_labels": a.class_name.values != b.class_name.values,
+        }
+    )
 
 
 def testing_leakage(manifest: pd.DataFrame, hashes: np.ndarray, threshold: int = NEAR_DUPLICATE_BITS) -> pd.DataFrame:
@@ -85,13 +96,19 @@ def testing_leakage(manifest: pd.DataFrame, hashes: np.ndarray, threshold: int =
     train = np.flatnonzero((manifest.split == "Training").to_numpy())
     dist, nearest = nearest_neighbours(hashes, test, train)
     train_sha = set(manifest.sha256.iloc[train])
-    return pd.DataFrame({
-        "index": test, "path": manifest.path.iloc[test].values, "class_name": manifest.class_name.iloc[test].values,
-        "label": manifest.label.iloc[test].values, "nearest_training": manifest.path.iloc[nearest].values,
-        "nearest_training_class": manifest.class_name.iloc[nearest].values, "distance": dist,
-        "exact_in_training": manifest.sha256.iloc[test].isin(train_sha).values,
-        "near_duplicate_in_training": dist <= threshold,
-    })
+    return pd.DataFrame(
+        {
+            "index": test,
+            "path": manifest.path.iloc[test].values,
+            "class_name": manifest.class_name.iloc[test].values,
+            "label": manifest.label.iloc[test].values,
+            "nearest_training": manifest.path.iloc[nearest].values,
+            "nearest_training_class": manifest.class_name.iloc[nearest].values,
+            "distance": dist,
+            "exact_in_training": manifest.sha256.iloc[test].isin(train_sha).values,
+            "near_duplicate_in_training": dist <= threshold,
+        }
+    )
 
 
 # --------------------------------------------------------------------------- shortcut check
@@ -100,10 +117,14 @@ def testing_leakage(manifest: pd.DataFrame, hashes: np.ndarray, threshold: int =
 def shortcut_features(manifest: pd.DataFrame, images: np.ndarray) -> pd.DataFrame:
     """Features with no anatomy in them: file width, height, PIL mode, global intensity mean and spread."""
     flat = images.reshape(len(images), -1).astype(np.float32)
-    feats = pd.DataFrame({
-        "width": manifest.width.values, "height": manifest.height.values,
-        "mean_intensity": flat.mean(1), "std_intensity": flat.std(1),
-    })
+    feats = pd.DataFrame(
+        {
+            "width": manifest.width.values,
+            "height": manifest.height.values,
+            "mean_intensity": flat.mean(1),
+            "std_intensity": flat.std(1),
+        }
+    )
     modes = pd.get_dummies(manifest["mode"], prefix="mode").astype(float).reset_index(drop=True)
     return pd.concat([feats, modes], axis=1)
 

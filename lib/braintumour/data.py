@@ -384,3 +384,25 @@ def _read_cache(arr_path: Path, meta_path: Path, dataset: Dataset, size: int) ->
         warnings.warn(f"image cache {arr_path} is stale or corrupt; rebuilding", stacklevel=3)
         return None
     return arr
+
+
+def masked_rows(dataset: Dataset, split: str = "Testing") -> pd.DataFrame:
+    """Manifest rows of `split` that have an expert tumour mask, with the mask's path (`mask_path`).
+
+    Masks are named after their image: `Testing/glioma/Te-gl_0010.png` belongs to
+    `Testing/glioma/Te-gl_0010.jpg`.
+    """
+    root = masks_dir(dataset.root)
+    if root is None:
+        raise DataNotFoundError(
+            f"no {MASKS_DIRNAME}/ folder beside {dataset.root}: the expert masks (from the figshare set, "
+            "Cheng 2017) are needed for the Grad-CAM localisation scores"
+        )
+    rows = dataset.split(split).copy()
+    rows["mask_path"] = [root / Path(p).with_suffix(".png") for p in rows.path]
+    return rows[[p.is_file() for p in rows.mask_path]]
+
+
+def load_masks(rows: pd.DataFrame, size: int) -> np.ndarray:
+    """Boolean masks (N, size, size) for `masked_rows` output, with the images' geometry."""
+    return np.stack([load_mask(p, size) for p in rows.mask_path]) if len(rows) else np.zeros((0, size, size), bool)

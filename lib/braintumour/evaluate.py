@@ -177,3 +177,15 @@ def summarise_over_seeds(per_seed: dict[int, dict]) -> dict:
     }
     out["per_class_recall"] = {c: mean_sd([m["per_class"][c]["recall"] for m in per_seed.values()]) for c in CLASSES}
     return out
+
+
+def bootstrap_mean_ci(
+    values: np.ndarray, n_boot: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED, level: float = 0.95
+) -> list[float]:
+    """Percentile bootstrap interval of the mean of per-image values (scores, hits)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return [float("nan"), float("nan")]
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (n_boot, len(values)))].mean(axis=1)
+    return [float(np.percentile(means, (1 - level) / 2 * 100)), float(np.percentile(means, (1 + level) / 2 * 100))]

@@ -160,3 +160,35 @@ def pair_grid(images: np.ndarray, pairs: pd.DataFrame, title: str) -> plt.Figure
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def cam_grid(
+    images: np.ndarray,
+    columns: dict[str, np.ndarray | None],
+    masks: np.ndarray | None = None,
+    row_titles: list[str] | None = None,
+    title: str = "",
+) -> plt.Figure:
+    """One row per image: the image, then one heatmap overlay per column (None: the plain image).
+    The expert mask, where given and non-empty, is outlined in white on every panel."""
+    from braintumour.explain import overlay
+
+    n, k = len(images), len(columns)
+    fig, axes = plt.subplots(n, k, figsize=(1.9 * k, 1.9 * n + 0.4), squeeze=False)
+    for r in range(n):
+        for c, (name, maps) in enumerate(columns.items()):
+            ax = axes[r, c]
+            panel = images[r] if maps is None else overlay(images[r], maps[r])
+            ax.imshow(panel, cmap="gray" if maps is None else None, vmin=0, vmax=255)
+            if masks is not None and masks[r].any():
+                ax.contour(masks[r], levels=[0.5], colors="white", linewidths=0.8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(name, fontsize=8)
+        if row_titles:
+            axes[r, 0].set_ylabel(row_titles[r], fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -96,6 +96,8 @@ def load_test_dedup(dataset: Dataset) -> np.ndarray:
     index = pd.Series(dataset.manifest.index, index=dataset.manifest.path)
     missing = set(paths) - set(index.index)
     if missing:
-        raise ValueError(f"{path}: {len(missing)} path(s) not in the dataset, e.g. {sorted(missing)[0]}; "
-                         "it was written for other data: re-run notebook 01")
+        raise ValueError(
+            f"{path}: {len(missing)} path(s) not in the dataset, e.g. {sorted(missing)[0]}; "
+            "it was written for other data: re-run notebook 01"
+        )
     return np.sort(index.loc[paths].to_numpy())

@@ -37,17 +37,27 @@ def headline_table(metrics_dir: Path | None = None) -> pd.DataFrame:
     cnn = load_metrics("custom_cnn", metrics_dir)
     if cnn is not None:
         t, d = cnn["test_over_seeds"], cnn.get("test_dedup_over_seeds")
-        rows.append({
-            "model": f"Custom CNN, ours ({cnn['params'] / 1e6:.2f} M parameters, {len(cnn['seeds'])} seeds)",
-            "source": f"this repo, {cnn['profile']} profile",
-            "Testing accuracy": _pm(t, "accuracy"), "Testing macro-F1": _pm(t, "macro_f1"),
-            "leakage-free accuracy": _pm(d, "accuracy") if d else "",
-            "leakage-free macro-F1": _pm(d, "macro_f1") if d else "",
-        })
+        rows.append(
+            {
+                "model": f"Custom CNN, ours ({cnn['params'] / 1e6:.2f} M parameters, {len(cnn['seeds'])} seeds)",
+                "source": f"this repo, {cnn['profile']} profile",
+                "Testing accuracy": _pm(t, "accuracy"),
+                "Testing macro-F1": _pm(t, "macro_f1"),
+                "leakage-free accuracy": _pm(d, "accuracy") if d else "",
+                "leakage-free macro-F1": _pm(d, "macro_f1") if d else "",
+            }
+        )
     for lit in LITERATURE:
-        rows.append({"model": lit["model"], "source": "quoted, not re-run",
-                     "Testing accuracy": f"{lit['accuracy']:.2%}", "Testing macro-F1": "",
-                     "leakage-free accuracy": "", "leakage-free macro-F1": ""})
+        rows.append(
+            {
+                "model": lit["model"],
+                "source": "quoted, not re-run",
+                "Testing accuracy": f"{lit['accuracy']:.2%}",
+                "Testing macro-F1": "",
+                "leakage-free accuracy": "",
+                "leakage-free macro-F1": "",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -79,14 +89,18 @@ def readme_block(metrics_dir: Path | None = None) -> str:
     ablation = load_metrics("class_weighting_ablation", metrics_dir)
     if ablation is not None:
         on, off = (ablation["variants"][k]["over_seeds"]["macro_f1"] for k in ("inverse", "none"))
-        lines.append(f"Class weighting: macro-F1 {on['mean']:.2%} ± {on['sd']:.2%} with, "
-                     f"{off['mean']:.2%} ± {off['sd']:.2%} without (same seeds).")
+        lines.append(
+            f"Class weighting: macro-F1 {on['mean']:.2%} ± {on['sd']:.2%} with, "
+            f"{off['mean']:.2%} ± {off['sd']:.2%} without (same seeds)."
+        )
     leakage = load_metrics("leakage", metrics_dir)
     if leakage is not None:
         leaked = leakage["testing_with_near_duplicate_in_training"]["total"]
-        lines.append(f"Leakage: {leaked} of 1,311 Testing images have a near-duplicate in Training; a classifier "
-                     f"on metadata alone reaches {leakage['shortcut_classifier']['test_balanced_accuracy']:.1%} "
-                     "balanced accuracy (chance 25%).")
+        lines.append(
+            f"Leakage: {leaked} of 1,311 Testing images have a near-duplicate in Training; a classifier "
+            f"on metadata alone reaches {leakage['shortcut_classifier']['test_balanced_accuracy']:.1%} "
+            "balanced accuracy (chance 25%)."
+        )
     lines += ["", MARK_END]
     return "\n".join(lines)
 

@@ -20,7 +20,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from braintumour import files
@@ -42,7 +41,6 @@ class TrainConfig:
     label_smoothing: float = 0.05
     class_weighting: str = "inverse"  # "inverse", "effective" or "none"
     patience: int = 10  # epochs without a better validation macro-F1 before stopping
-    ema_decay: float = 0.0  # > 0: evaluate and keep an exponential moving average of the weights
     augment: dict = field(default_factory=dict)  # overrides of transforms.Augment's defaults
     seed: int = 0
     threads: int = 0  # 0: leave torch's default
@@ -92,14 +90,6 @@ def train(
         opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=cfg.warmup_fraction
     )
     augment = Augment(**cfg.augment)
-    # The EMA copy (weights and BN statistics) is what gets validated and saved; it smooths the
-    # noise of the last high-learning-rate steps of a short schedule.
-    ema = (
-        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-        if cfg.ema_decay
-        else None
-    )
-    evaluated = ema.module if ema is not None else model
     class_w = torch.as_tensor(weights, dtype=torch.float32)
     x_all = torch.from_numpy(images)
     y_all = torch.from_numpy(labels.astype(np.int64))
@@ -112,8 +102,6 @@ def train(
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
             sched.load_state_dict(ckpt["scheduler"])
-            if ema is not None:
-                ema.load_state_dict(ckpt["ema"])
             gen.set_state(ckpt["generator"])
             torch.set_rng_state(ckpt["torch_rng"])
             state = ckpt["state"]
@@ -139,13 +127,11 @@ def train(
             loss.backward()
             opt.step()
             sched.step()
-            if ema is not None:
-                ema.update_parameters(model)
             total_loss += loss.item()
             bar.set_postfix(loss=f"{loss.item():.3f}")
         train_seconds = time.perf_counter() - t0
 
-        val_proba = predict_proba(evaluated, images[val_idx])
+        val_proba = predict_proba(model, images[val_idx])
         val_pred = val_proba.argmax(1)
         val_true = labels[val_idx]
         val_loss = F.nll_loss(
@@ -168,9 +154,7 @@ def train(
         state["epoch"] = epoch + 1
         if val_f1 > state["best_f1"]:
             state["best_f1"], state["bad_epochs"] = float(val_f1), 0
-            save_checkpoint(
-                run_dir / "best.pt", evaluated, cfg, extra={"epoch": epoch + 1, "val_macro_f1": float(val_f1)}
-            )
+            save_checkpoint(run_dir / "best.pt", model, cfg, extra={"epoch": epoch + 1, "val_macro_f1": float(val_f1)})
         else:
             state["bad_epochs"] += 1
         files.write_with(

@@ -1,0 +1,145 @@
+"""Class activation maps from pytorch-grad-cam, and scores of a heatmap against an expert mask.
+
+Shape follows pytorch-grad-cam: a `CamExplainer` is built from a model and a method (the target
+layer comes from `models.target_layer`, the one place that decides it) and is called with images
+and target classes. The scores (pointing game, energy inside the mask, IoU) are small pure
+functions of one heatmap and one mask.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM
+from pytorch_grad_cam.utils.image import show_cam_on_image
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+from braintumour.models import target_layer
+from braintumour.transforms import to_input
+
+CAM_METHODS = {
+    "gradcam": GradCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "hirescam": HiResCAM,
+    "layercam": LayerCAM,
+    "eigencam": EigenCAM,
+    "scorecam": ScoreCAM,
+}
+
+
+class CamExplainer:
+    """Heatmaps (N, H, W) in [0, 1] for uint8 images (N, H, W) and target classes, in batches."""
+
+    def __init__(self, model: torch.nn.Module, method: str = "gradcam", batch_size: int = 32) -> None:
+        if method not in CAM_METHODS:
+            raise ValueError(f"unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}")
+        self.model = model.eval()
+        self.method = method
+        self.batch_size = batch_size
+        self.cam = CAM_METHODS[method](model=self.model, target_layers=[target_layer(self.model)])
+        if method == "scorecam":
+            self.cam.batch_size = 64  # forward passes per channel batch
+
+    def __call__(self, images: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            x = to_input(torch.from_numpy(images[start : start + self.batch_size]))
+            t = [ClassifierOutputTarget(int(c)) for c in targets[start : start + self.batch_size]]
+            out.append(self.cam(input_tensor=x, targets=t))
+        return np.concatenate(out).astype(np.float32)
+
+    def __enter__(self) -> CamExplainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cam.activations_and_grads.release()
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, image_weight: float = 0.55) -> np.ndarray:
+    """RGB uint8 overlay of a [0, 1] heatmap (jet colour map) on a uint8 greyscale image."""
+    rgb = np.repeat(image[..., None].astype(np.float32) / 255.0, 3, axis=2)
+    return show_cam_on_image(rgb, heatmap, use_rgb=True, image_weight=image_weight)
+
+
+# --------------------------------------------------------------------------- scores against masks
+
+
+def pointing_game(heatmap: np.ndarray, mask: np.ndarray, tolerance_px: int = 0) -> bool:
+    """Hit when the heatmap's maximum lies inside the mask, or within `tolerance_px` of it
+    (Zhang et al., 2018 use 15 px at 224 px)."""
+    y, x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    if tolerance_px <= 0:
+        return bool(mask[y, x])
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return False
+    return bool(((ys - y) ** 2 + (xs - x) ** 2).min() <= tolerance_px**2)
+
+
+def energy_in_mask(heatmap: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the heatmap's total mass inside the mask (energy-based pointing game, Wang et al., 2020)."""
+    total = float(heatmap.sum())
+    return float(heatmap[mask].sum() / total) if total > 0 else 0.0
+
+
+def iou_at(heatmap: np.ndarray, mask: np.ndarray, threshold: float = 0.5) -> float:
+    """IoU between the mask and the heatmap thresholded at `threshold` of its maximum."""
+    top = heatmap.max()
+    if top <= 0:
+        return 0.0
+    region = heatmap >= threshold * top
+    union = np.logical_or(region, mask).sum()
+    return float(np.logical_and(region, mask).sum() / union) if union else 0.0
+
+
+def centred_gaussian(size: int, sigma_fraction: float = 0.25) -> np.ndarray:
+    """The trivial baseline heatmap: a Gaussian blob at the image centre."""
+    ax = np.arange(size) - (size - 1) / 2
+    g = np.exp(-(ax[:, None] ** 2 + ax[None, :] ** 2) / (2 * (sigma_fraction * size) ** 2))
+    return (g / g.max()).astype(np.float32)
+
+
+POINTING_TOLERANCE_PX = 8  # at 128 px; Zhang et al.'s 15 px at 224 px, scaled
+IOU_THRESHOLD = 0.5  # of the heatmap's maximum
+
+
+def score_heatmaps(heatmaps: np.ndarray, masks: np.ndarray, tolerance_px: int = POINTING_TOLERANCE_PX,
+                   iou_threshold: float = IOU_THRESHOLD) -> pd.DataFrame:
+    """Per-image pointing-game hit, energy inside the mask and IoU."""
+    return pd.DataFrame({
+        "pointing": [pointing_game(h, m, tolerance_px) for h, m in zip(heatmaps, masks, strict=True)],
+        "energy": [energy_in_mask(h, m) for h, m in zip(heatmaps, masks, strict=True)],
+        "iou": [iou_at(h, m, iou_threshold) for h, m in zip(heatmaps, masks, strict=True)],
+    })
+
+
+def summarise_scores(scores: pd.DataFrame, class_names: np.ndarray) -> dict:
+    """Mean and 95% bootstrap interval of each score, overall and per class."""
+    from braintumour.evaluate import bootstrap_mean_ci
+
+    def block(frame: pd.DataFrame) -> dict:
+        return {k: {"mean": float(frame[k].mean()), "ci95": bootstrap_mean_ci(frame[k].to_numpy()), "n": len(frame)}
+                for k in ("pointing", "energy", "iou")}
+
+    out = {"all": block(scores)}
+    for c in np.unique(class_names):
+        out[str(c)] = block(scores[np.asarray(class_names) == c])
+    return out
+
+
+def road_scores(model: torch.nn.Module, images: np.ndarray, heatmaps: np.ndarray, targets: np.ndarray,
+                percentiles: tuple[int, ...] = (20, 50, 80)) -> dict[str, float]:
+    """ROAD (Rong et al., 2022) with pytorch-grad-cam's metrics: the mean change of the target's softmax
+    confidence after removing (imputing) the most relevant pixels first (MoRF: lower is more faithful)
+    and the least relevant first (LeRF: higher is more faithful), averaged over `percentiles`."""
+    from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirstAverage, ROADMostRelevantFirstAverage
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    x = to_input(torch.from_numpy(images))
+    t = [ClassifierOutputSoftmaxTarget(int(c)) for c in targets]
+    model.eval()
+    morf = ROADMostRelevantFirstAverage(list(percentiles))(x, heatmaps, t, model)
+    lerf = ROADLeastRelevantFirstAverage(list(percentiles))(x, heatmaps, t, model)
+    return {"morf": float(np.mean(morf)), "lerf": float(np.mean(lerf)), "lerf_minus_morf": float(np.mean(lerf - morf)),
+            "percentiles": list(percentiles), "n": len(images)}

@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+import torch
+
+from braintumour import explain
+from braintumour.models import MODELS, build_model
+
+
+def _mask(size=32, box=(8, 16, 8, 16)):
+    m = np.zeros((size, size), bool)
+    m[box[0] : box[1], box[2] : box[3]] = True
+    return m
+
+
+def test_pointing_game_known_answers():
+    mask = _mask()
+    h = np.zeros((32, 32))
+    h[10, 10] = 1.0
+    assert explain.pointing_game(h, mask)
+    h = np.zeros((32, 32))
+    h[10, 19] = 1.0  # 4 px right of the mask's last column (15)
+    assert not explain.pointing_game(h, mask)
+    assert not explain.pointing_game(h, mask, tolerance_px=3)
+    assert explain.pointing_game(h, mask, tolerance_px=4)
+
+
+def test_energy_and_iou_known_answers():
+    mask = _mask()
+    h = mask.astype(float)  # all mass inside, region equals mask
+    assert explain.energy_in_mask(h, mask) == pytest.approx(1.0)
+    assert explain.iou_at(h, mask) == pytest.approx(1.0)
+    h2 = np.ones((32, 32))
+    assert explain.energy_in_mask(h2, mask) == pytest.approx(64 / 1024)
+    assert explain.iou_at(h2, mask) == pytest.approx(64 / 1024)
+    half = np.zeros((32, 32))
+    half[8:16, 8:12] = 1.0  # half the mask
+    assert explain.iou_at(half, mask) == pytest.approx(0.5)
+    assert explain.energy_in_mask(np.zeros((32, 32)), mask) == 0.0
+
+
+def test_centred_gaussian_peaks_in_the_middle():
+    g = explain.centred_gaussian(33)
+    assert np.unravel_index(g.argmax(), g.shape) == (16, 16)
+    assert g.max() == pytest.approx(1.0) and g[0, 0] < 0.1
+
+
+@pytest.mark.parametrize("method", sorted(explain.CAM_METHODS))
+def test_every_cam_method_runs_on_every_model(method):
+    images = np.random.default_rng(0).integers(0, 255, (2, 64, 64), dtype=np.uint8)
+    for name in MODELS:
+        torch.manual_seed(0)
+        with explain.CamExplainer(build_model(name), method) as cam:
+            maps = cam(images, np.array([0, 3]))
+        assert maps.shape == (2, 64, 64)
+        assert maps.min() >= 0 and maps.max() <= 1 + 1e-6
+
+
+def test_overlay_is_rgb_uint8():
+    img = np.full((16, 16), 100, np.uint8)
+    out = explain.overlay(img, np.linspace(0, 1, 256).reshape(16, 16).astype(np.float32))
+    assert out.shape == (16, 16, 3) and out.dtype == np.uint8
