@@ -54,6 +54,12 @@ def _cmd_notebook(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from braintumour.predict import main as predict_main
+
+    return predict_main(args)
+
+
 def _cmd_readme_results(args: argparse.Namespace) -> int:
     from braintumour.config import project_root
     from braintumour.summary import rewrite_readme
@@ -88,6 +94,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reports", default="", help="output folder (default: reports/, or $BRAINTUMOUR_REPORTS)")
     p.set_defaults(func=_cmd_notebook)
 
+    p = sub.add_parser("predict", help="classify new slices (files or folders), with a Grad-CAM overlay each")
+    p.add_argument("paths", nargs="+", help="image files (JPEG, PNG, TIFF, DICOM) or folders (searched recursively)")
+    p.add_argument("--model", default="reports/models/custom_cnn.pt", help="checkpoint (default: %(default)s)")
+    p.add_argument("--out", default="", help="folder for the Grad-CAM overlay PNGs (none written if not given)")
+    p.add_argument("--format", default="table", choices=["table", "json", "csv"])
+    p.add_argument("--output", default="", help="write the table/JSON/CSV to this file instead of stdout")
+    p.add_argument("--cam", default="gradcam", help="CAM method: gradcam, gradcam++, hirescam, layercam, eigencam")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=_cmd_predict)
+
     p = sub.add_parser("readme-results", help="rewrite README.md's results block from reports/metrics/")
     p.add_argument("--metrics", default="", help="metrics folder (default reports/metrics)")
     p.set_defaults(func=_cmd_readme_results)
@@ -95,10 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from braintumour.data import DataNotFoundError, DatasetLayoutError, ImageDecodeError
     from braintumour.download import DownloadError
+    from braintumour.train import CheckpointError
 
     try:
         return args.func(args)
-    except (DataNotFoundError, DatasetLayoutError, ImageDecodeError, DownloadError) as e:
+    except (DataNotFoundError, DatasetLayoutError, ImageDecodeError, DownloadError, CheckpointError) as e:
         print(f"ERROR: {e}", file=sys.stderr)
         return 2
 

@@ -268,7 +268,9 @@ def decode_grey(data: bytes, *, source: str | Path = "<bytes>") -> Image.Image:
         im.load()
     except ImageDecodeError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
+        raise ImageDecodeError(f"{source}: image refused, too large to decode safely ({e})") from e
+    except (UnidentifiedImageError, OSError, ValueError) as e:
         raise ImageDecodeError(f"{source}: cannot decode image ({e})") from e
     if im.width < 8 or im.height < 8:
         raise ImageDecodeError(f"{source}: image is {im.width}x{im.height}, too small to be an MRI slice")

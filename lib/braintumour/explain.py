@@ -104,14 +104,20 @@ POINTING_TOLERANCE_PX = 8  # at 128 px; Zhang et al.'s 15 px at 224 px, scaled
 IOU_THRESHOLD = 0.5  # of the heatmap's maximum
 
 
-def score_heatmaps(heatmaps: np.ndarray, masks: np.ndarray, tolerance_px: int = POINTING_TOLERANCE_PX,
-                   iou_threshold: float = IOU_THRESHOLD) -> pd.DataFrame:
+def score_heatmaps(
+    heatmaps: np.ndarray,
+    masks: np.ndarray,
+    tolerance_px: int = POINTING_TOLERANCE_PX,
+    iou_threshold: float = IOU_THRESHOLD,
+) -> pd.DataFrame:
     """Per-image pointing-game hit, energy inside the mask and IoU."""
-    return pd.DataFrame({
-        "pointing": [pointing_game(h, m, tolerance_px) for h, m in zip(heatmaps, masks, strict=True)],
-        "energy": [energy_in_mask(h, m) for h, m in zip(heatmaps, masks, strict=True)],
-        "iou": [iou_at(h, m, iou_threshold) for h, m in zip(heatmaps, masks, strict=True)],
-    })
+    return pd.DataFrame(
+        {
+            "pointing": [pointing_game(h, m, tolerance_px) for h, m in zip(heatmaps, masks, strict=True)],
+            "energy": [energy_in_mask(h, m) for h, m in zip(heatmaps, masks, strict=True)],
+            "iou": [iou_at(h, m, iou_threshold) for h, m in zip(heatmaps, masks, strict=True)],
+        }
+    )
 
 
 def summarise_scores(scores: pd.DataFrame, class_names: np.ndarray) -> dict:
@@ -119,8 +125,10 @@ def summarise_scores(scores: pd.DataFrame, class_names: np.ndarray) -> dict:
     from braintumour.evaluate import bootstrap_mean_ci
 
     def block(frame: pd.DataFrame) -> dict:
-        return {k: {"mean": float(frame[k].mean()), "ci95": bootstrap_mean_ci(frame[k].to_numpy()), "n": len(frame)}
-                for k in ("pointing", "energy", "iou")}
+        return {
+            k: {"mean": float(frame[k].mean()), "ci95": bootstrap_mean_ci(frame[k].to_numpy()), "n": len(frame)}
+            for k in ("pointing", "energy", "iou")
+        }
 
     out = {"all": block(scores)}
     for c in np.unique(class_names):
@@ -128,8 +136,13 @@ def summarise_scores(scores: pd.DataFrame, class_names: np.ndarray) -> dict:
     return out
 
 
-def road_scores(model: torch.nn.Module, images: np.ndarray, heatmaps: np.ndarray, targets: np.ndarray,
-                percentiles: tuple[int, ...] = (20, 50, 80)) -> dict[str, float]:
+def road_scores(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    heatmaps: np.ndarray,
+    targets: np.ndarray,
+    percentiles: tuple[int, ...] = (20, 50, 80),
+) -> dict[str, float]:
     """ROAD (Rong et al., 2022) with pytorch-grad-cam's metrics: the mean change of the target's softmax
     confidence after removing (imputing) the most relevant pixels first (MoRF: lower is more faithful)
     and the least relevant first (LeRF: higher is more faithful), averaged over `percentiles`."""
@@ -141,5 +154,10 @@ def road_scores(model: torch.nn.Module, images: np.ndarray, heatmaps: np.ndarray
     model.eval()
     morf = ROADMostRelevantFirstAverage(list(percentiles))(x, heatmaps, t, model)
     lerf = ROADLeastRelevantFirstAverage(list(percentiles))(x, heatmaps, t, model)
-    return {"morf": float(np.mean(morf)), "lerf": float(np.mean(lerf)), "lerf_minus_morf": float(np.mean(lerf - morf)),
-            "percentiles": list(percentiles), "n": len(images)}
+    return {
+        "morf": float(np.mean(morf)),
+        "lerf": float(np.mean(lerf)),
+        "lerf_minus_morf": float(np.mean(lerf - morf)),
+        "percentiles": list(percentiles),
+        "n": len(images),
+    }

@@ -1,0 +1,190 @@
+"""`python -m braintumour predict`: the trained model on new slices, with a Grad-CAM overlay each.
+
+Reads JPEG, PNG (8/16-bit, grey, RGB, RGBA, palette), TIFF and DICOM MR slices; preprocessing is
+the library's own (`data.square_resize`, `transforms.to_input`), never a copy. Every bad file gets
+one line naming it and the reason; the others are still processed; outputs are written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from braintumour import files
+from braintumour.config import CLASSES
+from braintumour.data import ImageDecodeError, decode_grey, square_resize
+from braintumour.evaluate import predict_proba
+from braintumour.explain import CamExplainer, overlay
+from braintumour.train import load_checkpoint
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
+DICOM_SUFFIXES = {".dcm", ".dicom"}
+DEFAULT_MODEL = Path("reports/models/custom_cnn.pt")
+
+
+def collect_paths(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files named directly (any suffix), and files with a known suffix found recursively in folders."""
+    out: list[Path] = []
+    for p in map(Path, inputs):
+        if p.is_dir():
+            out += sorted(
+                f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES | DICOM_SUFFIXES
+            )
+        else:
+            out.append(p)  # a missing file is reported by read_scan, with the others still processed
+    return out
+
+
+def _is_dicom(data: bytes, path: Path) -> bool:
+    return path.suffix.lower() in DICOM_SUFFIXES or (len(data) > 132 and data[128:132] == b"DICM")
+
+
+def read_dicom(data: bytes, source: Path) -> Image.Image:
+    """One DICOM slice -> 8-bit greyscale, scaled like a high-bit image (zero stays zero)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+    except (InvalidDicomError, EOFError, ValueError, OSError) as e:
+        raise ImageDecodeError(f"{source}: not a readable DICOM file ({e})") from e
+    if "PixelData" not in ds:
+        raise ImageDecodeError(
+            f"{source}: DICOM file holds no image (no PixelData; modality "
+            f"{ds.get('Modality', 'unknown')}, SOP class {ds.get('SOPClassUID', 'unknown')})"
+        )
+    try:
+        arr = ds.pixel_array.astype(np.float64)
+    except Exception as e:  # pydicom raises many kinds for truncated or unsupported pixel data
+        raise ImageDecodeError(f"{source}: DICOM pixel data cannot be decoded ({type(e).__name__}: {e})") from e
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise ImageDecodeError(f"{source}: DICOM has {frames} frames; export the one slice to classify")
+    if arr.ndim == 3:  # RGB secondary capture: ITU-R 601 luma, as for RGB JPEGs
+        arr = arr[..., :3] @ np.array([0.299, 0.587, 0.114])
+    arr = arr * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0)
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1":
+        arr = arr.max() - arr
+    arr -= min(arr.min(), 0.0)
+    top = arr.max()
+    arr = arr * (255.0 / top) if top > 0 else arr
+    return Image.fromarray(np.round(arr).astype(np.uint8), mode="L")
+
+
+def read_scan(path: Path, size: int) -> np.ndarray:
+    """Any supported file -> (size, size) uint8, with the training preprocessing."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as e:
+        raise ImageDecodeError(f"{path}: no such file") from e
+    except OSError as e:
+        raise ImageDecodeError(f"{path}: cannot read file ({e.strerror or e})") from e
+    if not data:
+        raise ImageDecodeError(f"{path}: file is empty")
+    grey = read_dicom(data, path) if _is_dicom(data, path) else decode_grey(data, source=path)
+    if grey.width < 8 or grey.height < 8:
+        raise ImageDecodeError(f"{path}: image is {grey.width}x{grey.height}, too small to be an MRI slice")
+    return square_resize(grey, size)
+
+
+@dataclass
+class PredictResult:
+    rows: list[dict] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=["path", "prediction", *[f"p_{c}" for c in CLASSES], "cam_png"])
+
+
+def predict_files(
+    paths: list[Path],
+    model_path: Path = DEFAULT_MODEL,
+    out_dir: Path | None = None,
+    cam_method: str = "gradcam",
+    batch_size: int = 64,
+    progress: bool = True,
+) -> PredictResult:
+    """Classify each file; write a side-by-side Grad-CAM PNG per image to `out_dir` (if given)."""
+    model, payload = load_checkpoint(model_path)
+    size = payload["config"]["image_size"]
+    result = PredictResult()
+    explainer = CamExplainer(model, cam_method) if out_dir is not None else None
+    bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress or len(paths) < 2)
+    for start in range(0, len(paths), batch_size):
+        ok_paths, arrays = [], []
+        for path in paths[start : start + batch_size]:
+            try:
+                arrays.append(read_scan(path, size))
+                ok_paths.append(path)
+            except ImageDecodeError as e:
+                result.errors.append(str(e))
+            bar.update()
+        if not arrays:
+            continue
+        images = np.stack(arrays)
+        proba = predict_proba(model, images)
+        pred = proba.argmax(1)
+        maps = explainer(images, pred) if explainer is not None else [None] * len(images)
+        for path, img, p, k, heat in zip(ok_paths, images, proba, pred, maps, strict=True):
+            cam_png = ""
+            if out_dir is not None:
+                cam_png = str(_write_overlay(out_dir, path, img, heat, CLASSES[k], float(p[k]), len(result.rows)))
+            result.rows.append(
+                {
+                    "path": str(path),
+                    "prediction": CLASSES[k],
+                    **{f"p_{c}": round(float(p[i]), 6) for i, c in enumerate(CLASSES)},
+                    "cam_png": cam_png,
+                }
+            )
+    bar.close()
+    return result
+
+
+def _write_overlay(
+    out_dir: Path, source: Path, image: np.ndarray, heat: np.ndarray, label: str, p: float, index: int
+) -> Path:
+    """Image and heatmap overlay side by side, written atomically."""
+    side = np.concatenate([np.repeat(image[..., None], 3, axis=2), overlay(image, heat)], axis=1)
+    target = out_dir / f"{index:05d}_{source.stem}_{label}_{p:.2f}_cam.png"
+    return files.write_with(target, lambda tmp: Image.fromarray(side).save(tmp, format="PNG"))
+
+
+def render(result: PredictResult, fmt: str) -> str:
+    frame = result.frame()
+    if fmt == "json":
+        return json.dumps({"predictions": frame.to_dict(orient="records"), "errors": result.errors}, indent=2)
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    if frame.empty:
+        return "no image could be classified"
+    shown = frame.drop(columns=["cam_png"]).copy()
+    shown["path"] = shown.path.map(lambda s: s if len(s) <= 60 else "..." + s[-57:])
+    counts = frame.prediction.value_counts().reindex(list(CLASSES), fill_value=0)
+    summary = ", ".join(f"{c}: {n}" for c, n in counts.items())
+    return f"{shown.to_string(index=False)}\n\n{len(frame)} image(s) classified ({summary})"
+
+
+def main(args) -> int:
+    paths = collect_paths(args.paths)
+    out_dir = Path(args.out) if args.out else None
+    result = predict_files(paths, Path(args.model), out_dir, args.cam, args.batch_size, progress=sys.stderr.isatty())
+    text = render(result, args.format)
+    if args.output:
+        files.write_text(args.output, text + "\n")
+    else:
+        print(text)
+    for err in result.errors:
+        print(f"ERROR: {err}", file=sys.stderr)
+    if result.errors:
+        print(f"{len(result.errors)} of {len(paths)} file(s) failed", file=sys.stderr)
+    return 1 if result.errors or not paths else 0
