@@ -7,6 +7,7 @@ stepped through interactively, or re-executed after an unrelated change, costs s
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -20,8 +21,10 @@ import torch
 
 from braintumour import files
 from braintumour.config import interim_dir
+from braintumour.models import build_model
 from braintumour.splits import Split
 from braintumour.train import TrainConfig, load_checkpoint, train
+from braintumour.transforms import Augment
 
 
 @dataclass
@@ -36,8 +39,12 @@ class RunResult:
 
 
 def run_key(cfg: TrainConfig, split: Split, data_fingerprint: str) -> str:
-    """Hash of everything that determines a run's weights (threads excepted: results do not depend on them)."""
+    """Hash of everything that determines a run's weights: the config with the augmentation and
+    architecture it resolves to (so a changed library default retrains), the split and the data.
+    Threads are left out: results do not depend on them."""
     cfg_dict = {k: v for k, v in cfg.to_dict().items() if k != "threads"}
+    cfg_dict["augment_resolved"] = dataclasses.asdict(Augment(**cfg.augment))
+    cfg_dict["architecture"] = repr(build_model(cfg.model, **cfg.model_kwargs))
     h = hashlib.sha256(json.dumps(cfg_dict, sort_keys=True).encode())
     for part in (split.train, split.val):
         h.update(np.ascontiguousarray(part).tobytes())
