@@ -12,6 +12,31 @@ def test_custom_cnn_output_shape_for_several_input_sizes(size):
     assert out.shape == (3, 4)
 
 
+@pytest.mark.parametrize("name", ["vgg16_bn", "resnet50", "lenet5", "alexnet"])
+def test_baselines_take_one_channel_and_give_four_classes(name):
+    model = build_model(name).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 1, 128, 128)).shape == (2, 4)
+
+
+def test_pretrained_weights_come_from_the_local_cache_or_a_clear_error(tmp_path, monkeypatch):
+    from torchvision.models import ResNet50_Weights, resnet50
+
+    from braintumour.models import PretrainedWeightsMissing
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(PretrainedWeightsMissing, match="not there"):
+        build_model("resnet50", pretrained=True)
+    reference = resnet50(weights=None)
+    cache = tmp_path / "hub" / "checkpoints" / ResNet50_Weights.DEFAULT.url.split("/")[-1]
+    cache.parent.mkdir(parents=True)
+    torch.save(reference.state_dict(), cache)
+    model = build_model("resnet50", pretrained=True)
+    # RGB kernels summed into one grey channel; deeper layers loaded as they are.
+    assert torch.allclose(model.conv1.weight, reference.conv1.weight.sum(1, keepdim=True))
+    assert torch.equal(model.layer1[0].conv1.weight, reference.layer1[0].conv1.weight)
+
+
 def test_custom_cnn_parameter_budget():
     assert count_parameters(build_model("custom_cnn")) <= 1_500_000
 

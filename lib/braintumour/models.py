@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -80,9 +81,89 @@ class BrainTumourCNN(nn.Module):
         return self.head(self.pool(self.features(x)))
 
 
+class LeNet5(nn.Module):
+    """LeNet-5 (LeCun et al., 1998) for one-channel input: two 5x5 conv/average-pool stages and
+    three dense layers. An adaptive pool in front of the dense layers lets it take any input size
+    (the original saw 32 x 32)."""
+
+    def __init__(self, num_classes: int = len(CLASSES)) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 6, 5), nn.Tanh(), nn.AvgPool2d(2), nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AdaptiveAvgPool2d(5)
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(16 * 25, 120), nn.Tanh(), nn.Linear(120, 84), nn.Tanh(), nn.Linear(84, num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class PretrainedWeightsMissing(FileNotFoundError):
+    """ImageNet weights were asked for but are not in torchvision's local cache."""
+
+
+def _imagenet_state(weights) -> dict:
+    """ImageNet weights from torchvision's cache only: this project never downloads at run time."""
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    if not cached.is_file():
+        raise PretrainedWeightsMissing(
+            f"pretrained=True needs {cached}, which is not there. On a machine with internet run\n"
+            f"  python -c \"import torchvision; torchvision.models.get_weight('{weights}').get_state_dict()\"\n"
+            "and copy the file to that path (or set TORCH_HOME). The default run trains from scratch."
+        )
+    return torch.load(cached, map_location="cpu", weights_only=True)
+
+
+def _one_channel(conv: nn.Conv2d) -> nn.Conv2d:
+    """The same convolution for greyscale input; pretrained RGB kernels are summed over colour,
+    which is what they would compute on a grey image replicated to three channels."""
+    new = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None)
+    with torch.no_grad():
+        new.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    return new
+
+
+def _torchvision(name: str, pretrained: bool, num_classes: int) -> nn.Module:
+    from torchvision import models as tvm
+
+    builder = getattr(tvm, name)
+    model = builder(weights=None)
+    if pretrained:
+        model.load_state_dict(_imagenet_state(tvm.get_model_weights(builder).DEFAULT))
+    if name == "resnet50":
+        model.conv1 = _one_channel(model.conv1)
+        model.fc = nn.Linear(model.fc.in_features, num_classes)
+    else:  # vgg16_bn, alexnet: first conv in features, last layer of the classifier
+        model.features[0] = _one_channel(model.features[0])
+        model.classifier[-1] = nn.Linear(model.classifier[-1].in_features, num_classes)
+    return model
+
+
+def vgg16_bn(pretrained: bool = False, num_classes: int = len(CLASSES)) -> nn.Module:
+    """torchvision's VGG-16 with batch norm, one input channel, four classes."""
+    return _torchvision("vgg16_bn", pretrained, num_classes)
+
+
+def resnet50(pretrained: bool = False, num_classes: int = len(CLASSES)) -> nn.Module:
+    """torchvision's ResNet-50, one input channel, four classes."""
+    return _torchvision("resnet50", pretrained, num_classes)
+
+
+def alexnet(pretrained: bool = False, num_classes: int = len(CLASSES)) -> nn.Module:
+    """torchvision's AlexNet, one input channel, four classes."""
+    return _torchvision("alexnet", pretrained, num_classes)
+
+
 ModelBuilder = Callable[..., nn.Module]
 MODELS: dict[str, ModelBuilder] = {
     "custom_cnn": BrainTumourCNN,
+    "vgg16_bn": vgg16_bn,
+    "resnet50": resnet50,
+    "lenet5": LeNet5,
+    "alexnet": alexnet,
 }
 
 
@@ -100,9 +181,22 @@ def count_parameters(model: nn.Module) -> int:
 def target_layer(model: nn.Module) -> nn.Module:
     """The Grad-CAM target layer of each architecture, chosen here and nowhere else.
 
-    Custom CNN: the last residual block's output (8 x 8 at 128 px), the deepest layer that still
-    has spatial extent: it carries the most class-specific features (Selvaraju et al., 2017).
+    Everywhere the deepest layer that still has spatial extent: it carries the most class-specific
+    features (Selvaraju et al., 2017). At 128 px input:
+    - custom CNN: the last residual block's output, 8 x 8;
+    - VGG-16: the last conv block's ReLU, before the final max-pool, 8 x 8;
+    - ResNet-50: the last bottleneck of layer4, 4 x 4;
+    - AlexNet: the last conv's ReLU, before the final max-pool, 7 x 7;
+    - LeNet-5: the second conv's activation, 58 x 58.
     """
+    from torchvision.models import VGG, AlexNet, ResNet
+
     if isinstance(model, BrainTumourCNN):
         return model.stage4[-1]
+    if isinstance(model, (VGG, AlexNet)):
+        return model.features[-2]
+    if isinstance(model, ResNet):
+        return model.layer4[-1]
+    if isinstance(model, LeNet5):
+        return model.features[4]
     raise ValueError(f"no Grad-CAM target layer registered for {type(model).__name__}")
