@@ -69,3 +69,23 @@ def test_shortcut_features_hold_no_pixels(dataset):
     feats = audit.shortcut_features(m, np.zeros((20, 8, 8), np.uint8))
     assert feats.shape[1] <= 10
     assert {"width", "height", "mean_intensity", "std_intensity"} <= set(feats.columns)
+
+
+def test_patient_leakage_on_the_real_archive(dataset, real_dir):
+    from braintumour.data import patients_csv
+
+    result = audit.patient_leakage(dataset.manifest, audit.load_patients(patients_csv(real_dir)))
+    assert sum(result["images_with_patient_id"].values()) == 3064
+    assert result["testing_images_with_patient_id"]["total"] == 619
+    assert 0 <= result["testing_images_of_training_patients"]["total"] <= 619
+    p = result["patients"]
+    assert p["testing_also_in_training"] <= min(p["testing"], p["training"])
+
+
+def test_patient_leakage_known_answer():
+    manifest = pd.DataFrame({"path": ["a", "b", "c", "d"], "split": ["Training", "Testing", "Testing", "Testing"],
+                             "class_name": ["glioma"] * 3 + ["pituitary"]})
+    patients = pd.DataFrame({"path": ["a", "b", "c", "d"], "patient_id": ["P1", "P1", "P2", "P1"]})
+    r = audit.patient_leakage(manifest, patients)
+    assert r["testing_images_of_training_patients"] == {"glioma": 1, "pituitary": 1, "total": 2}
+    assert r["patients"] == {"training": 1, "testing": 2, "testing_also_in_training": 1}

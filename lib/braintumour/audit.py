@@ -146,3 +146,34 @@ def shortcut_classifier(manifest: pd.DataFrame, images: np.ndarray, seed: int = 
         "chance_balanced_accuracy": 0.25,
         "feature_importance": dict(zip(x.columns, forest.feature_importances_.round(4).tolist(), strict=True)),
     }
+
+
+# --------------------------------------------------------------------------- patient-level leakage
+
+
+def load_patients(path) -> pd.DataFrame:
+    """`path, figshare_id, patient_id` for the figshare-derived images (233 patients)."""
+    frame = pd.read_csv(path, dtype={"patient_id": str})
+    missing = {"path", "patient_id"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    return frame
+
+
+def patient_leakage(manifest: pd.DataFrame, patients: pd.DataFrame) -> dict:
+    """How many Testing images (per class) belong to a patient who also has slices in Training,
+    and how many Testing patients are Training patients. Only the figshare images carry a patient id."""
+    known = manifest.merge(patients[["path", "patient_id"]], on="path", how="inner")
+    train_patients = set(known.patient_id[known.split == "Training"])
+    test = known[known.split == "Testing"]
+    shared = test.patient_id.isin(train_patients)
+    test_patients = set(test.patient_id)
+    return {
+        "images_with_patient_id": {s: int((known.split == s).sum()) for s in ("Training", "Testing")},
+        "testing_images_of_training_patients": {c: int(v) for c, v in shared.groupby(test.class_name).sum().items()}
+        | {"total": int(shared.sum())},
+        "testing_images_with_patient_id": {c: int(v) for c, v in test.class_name.value_counts().items()}
+        | {"total": len(test)},
+        "patients": {"training": len(train_patients), "testing": len(test_patients),
+                     "testing_also_in_training": len(test_patients & train_patients)},
+    }
