@@ -23,7 +23,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "cpu": {
         "image_size": 128,
         "per_class_limit": None,
-        "epochs": 22,  # about 12.5 min per seed on the 2-core CPU (budget: 15)
+        "epochs": 20,  # 13-15 min per seed on the 2-core CPU (budget: 15; epochs take 33-45 s here)
         "batch_size": 64,
         "seeds": [0, 1, 2],
         "patience": 8,
