@@ -161,3 +161,22 @@ def test_dicom_detected_without_suffix(tmp_path):
     (p := tmp_path / "slice0001").write_bytes(src.read_bytes())
     assert predict.read_scan(p, 32).shape == (32, 32)
     assert pydicom.dcmread(io.BytesIO(src.read_bytes())).Modality == "MR"
+
+
+def test_committed_model_reproduces_the_notebook_numbers(dataset):
+    """The predict path (file -> decode -> preprocess -> model) on every Testing image, with the
+    committed weights, gives exactly the confusion matrix that notebook 03 recorded for them."""
+    model_path = ROOT / "reports" / "models" / "custom_cnn.pt"
+    metrics_path = ROOT / "reports" / "metrics" / "custom_cnn.json"
+    if not (model_path.is_file() and metrics_path.is_file()):
+        pytest.skip("no committed cpu-profile model yet (make reproduce writes it)")
+    metrics = json.loads(metrics_path.read_text())
+    if metrics["data_fingerprint"] != dataset.fingerprint:
+        pytest.skip("the committed model was trained on other data")
+    test = dataset.split("Testing")
+    result = predict.predict_files([dataset.root / p for p in test.path], model_path, progress=False)
+    assert not result.errors
+    pred = result.frame().prediction.map(CLASSES.index).to_numpy()
+    cm = np.zeros((4, 4), int)
+    np.add.at(cm, (test.label.to_numpy(), pred), 1)
+    assert cm.tolist() == metrics["test"]["confusion_matrix"]
