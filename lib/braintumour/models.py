@@ -200,3 +200,18 @@ def target_layer(model: nn.Module) -> nn.Module:
     if isinstance(model, LeNet5):
         return model.features[4]
     raise ValueError(f"no Grad-CAM target layer registered for {type(model).__name__}")
+
+
+def multiply_adds(model: nn.Module, image_size: int) -> int:
+    """Multiply-accumulate operations for one image, counted by torch's FLOP counter (convolutions,
+    linear layers, matrix products; 1 MAC = 2 FLOPs). Normalisation and activations are left out,
+    as is the convention when comparing architectures."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, 1, image_size, image_size))
+    model.train(was_training)
+    return counter.get_total_flops() // 2

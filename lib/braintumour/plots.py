@@ -15,15 +15,19 @@ from braintumour.evaluate import reliability_curve
 TITLES = [CLASS_TITLES[c] for c in CLASSES]
 
 
-def learning_curves(histories: dict[str, pd.DataFrame]) -> plt.Figure:
-    """Training loss, validation loss and validation macro-F1 per epoch, one line per run."""
+def learning_curves(histories: dict[str, pd.DataFrame], x: str = "epoch") -> plt.Figure:
+    """Training loss, validation loss and validation macro-F1, one line per run, against the epoch
+    or (x="minutes") the run's cumulative wall-clock, which is what a time budget compares."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for label, h in histories.items():
-        axes[0].plot(h.epoch, h.train_loss, label=label)
-        axes[1].plot(h.epoch, h.val_loss, label=label)
-        axes[2].plot(h.epoch, h.val_macro_f1, label=label)
+        t = h.epoch if x == "epoch" else (h.seconds + h.eval_seconds).cumsum() / 60
+        style = {"marker": "o", "ms": 3} if len(h) < 5 else {}
+        axes[0].plot(t, h.train_loss, label=label, **style)
+        axes[1].plot(t, h.val_loss, label=label, **style)
+        axes[2].plot(t, h.val_macro_f1, label=label, **style)
+    xlabel = "epoch" if x == "epoch" else "training wall-clock (minutes)"
     for ax, title in zip(axes, ["training loss", "validation loss", "validation macro-F1"], strict=True):
-        ax.set(title=title, xlabel="epoch")
+        ax.set(title=title, xlabel=xlabel)
         ax.grid(alpha=0.3)
     axes[2].legend(fontsize=7)
     fig.tight_layout()
@@ -36,6 +40,38 @@ def confusion_matrix(cm: np.ndarray | list, title: str = "", ax: plt.Axes | None
     ax = ax or fig.add_subplot()
     sns.heatmap(cm, annot=True, fmt="d", cmap="Blues", cbar=False, xticklabels=TITLES, yticklabels=TITLES, ax=ax)
     ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrices(cms: dict[str, np.ndarray | list], title: str = "") -> plt.Figure:
+    """Several models' confusion matrices side by side, same colour scale."""
+    fig, axes = plt.subplots(1, len(cms), figsize=(3.9 * len(cms), 3.9), squeeze=False)
+    for ax, (name, cm) in zip(axes[0], cms.items(), strict=True):
+        sns.heatmap(np.asarray(cm), annot=True, fmt="d", cmap="Blues", cbar=False, xticklabels=TITLES,
+                    yticklabels=TITLES, ax=ax)
+        ax.set(xlabel="predicted", ylabel="true" if ax is axes[0][0] else "", title=name)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def model_comparison(table: pd.DataFrame, metric: str = "macro_f1", title: str = "") -> plt.Figure:
+    """A metric per model with its 95% interval, on Testing and on leakage-free Testing.
+    `table` has columns model, subset, `metric`, `metric`_lo, `metric`_hi."""
+    fig, ax = plt.subplots(figsize=(7.5, 0.55 * table.model.nunique() + 1.4))
+    subsets = list(dict.fromkeys(table.subset))
+    models = list(dict.fromkeys(table.model))
+    for i, subset in enumerate(subsets):
+        part = table[table.subset == subset].set_index("model").reindex(models)
+        y = np.arange(len(models)) + (i - (len(subsets) - 1) / 2) * 0.3
+        err = np.vstack([part[metric] - part[f"{metric}_lo"], part[f"{metric}_hi"] - part[metric]])
+        ax.errorbar(part[metric], y, xerr=err, fmt="o", capsize=3, label=subset)
+    ax.set_yticks(np.arange(len(models)), models)
+    ax.invert_yaxis()
+    ax.set(xlabel=f"{metric.replace('_', ' ')} (95% bootstrap interval)", title=title)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     return fig
 

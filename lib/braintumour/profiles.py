@@ -20,6 +20,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "seeds": [0],
         "ablation_seeds": [0],
         "patience": 2,
+        "baseline_seeds": [0],
+        "baseline_budget_s": 20,
     },
     "cpu": {
         "image_size": 128,
@@ -29,6 +31,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "seeds": [0, 1, 2],
         "ablation_seeds": [0, 1],  # class weighting off: 2 of the 3 seeds fit the session's CPU budget
         "patience": 8,
+        # Baselines get what one custom-CNN seed gets (its runs take 14.5-15 min here): the same
+        # wall-clock, "best accuracy for the same CPU time". One seed each: 4 x 15 min already.
+        "baseline_seeds": [0],
+        "baseline_budget_s": 900,
     },
     "full": {
         "image_size": 224,
@@ -38,6 +44,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "seeds": [0, 1, 2, 3, 4],
         "ablation_seeds": [0, 1, 2, 3, 4],
         "patience": 15,
+        "baseline_seeds": [0, 1, 2],
+        "baseline_budget_s": None,  # on a GPU: the same number of epochs for every model instead
     },
 }
 

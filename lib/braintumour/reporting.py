@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
+import pandas as pd
 
 from braintumour import files
 from braintumour.config import project_root, reports_dir
@@ -47,6 +48,13 @@ def write_metrics(name: str, *, profile: str, data_fingerprint: str, **fields: A
         "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     return files.write_json(metrics_path(name), payload)
+
+
+def write_csv(table: pd.DataFrame, name: str, *, data_fingerprint: str) -> Path:
+    """Write reports/metrics/<name>.csv atomically, with the data fingerprint and commit as columns
+    (a CSV has no header block; every metrics file records both)."""
+    table = table.assign(data_fingerprint=data_fingerprint, git_commit=git_commit())
+    return files.write_text(reports_dir() / "metrics" / f"{name}.csv", table.to_csv(index=False))
 
 
 def save_figure(fig: plt.Figure, name: str, dpi: int = 300) -> list[Path]:

@@ -37,12 +37,26 @@ class RunResult:
     run_dir: Path
     reused: bool
 
+    @property
+    def plan(self) -> dict:
+        """Steps planned for the run (and the timing probe behind them under a time budget)."""
+        path = self.run_dir / "plan.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    @property
+    def epochs_run(self) -> float:
+        """Passes over the training images, fractional when a time budget cut the last one short."""
+        if "steps" in self.history and self.plan:
+            return float(self.history.steps.sum() / self.plan["steps_per_epoch"])
+        return float(len(self.history))
+
 
 def run_key(cfg: TrainConfig, split: Split, data_fingerprint: str) -> str:
     """Hash of everything that determines a run's weights: the config with the augmentation and
     architecture it resolves to (so a changed library default retrains), the split and the data.
-    Threads are left out: results do not depend on them."""
-    cfg_dict = {k: v for k, v in cfg.to_dict().items() if k != "threads"}
+    Threads are left out: results do not depend on them. Options left at None are left out too, so
+    adding an option later does not retrain the runs that never used it."""
+    cfg_dict = {k: v for k, v in cfg.to_dict().items() if k != "threads" and v is not None}
     cfg_dict["augment_resolved"] = dataclasses.asdict(Augment(**cfg.augment))
     cfg_dict["architecture"] = repr(build_model(cfg.model, **cfg.model_kwargs))
     h = hashlib.sha256(json.dumps(cfg_dict, sort_keys=True).encode())

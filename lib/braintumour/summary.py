@@ -19,6 +19,8 @@ LITERATURE = [
     {"model": "Inception-ResNet-V2, ImageNet (Islam et al., 2025)", "accuracy": 0.9953},
     {"model": "Custom CNN (Dewage et al., 2024)", "accuracy": 0.9451},
 ]
+# Baselines of notebook 04, in the order the tables show them.
+BASELINES = {"vgg16_bn": "VGG-16 (BN)", "resnet50": "ResNet-50", "alexnet": "AlexNet", "lenet5": "LeNet-5"}
 MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -27,8 +29,8 @@ def load_metrics(name: str, metrics_dir: Path | None = None) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _pm(o: dict, key: str) -> str:
-    return f"{o[key]['mean']:.2%} ± {o[key]['sd']:.2%}"
+def _pm(o: dict, key: str, one_seed: bool = False) -> str:
+    return f"{o[key]['mean']:.2%}" if one_seed else f"{o[key]['mean']:.2%} ± {o[key]['sd']:.2%}"
 
 
 def headline_table(metrics_dir: Path | None = None) -> pd.DataFrame:
@@ -45,6 +47,24 @@ def headline_table(metrics_dir: Path | None = None) -> pd.DataFrame:
                 "Testing macro-F1": _pm(t, "macro_f1"),
                 "leakage-free accuracy": _pm(d, "accuracy") if d else "",
                 "leakage-free macro-F1": _pm(d, "macro_f1") if d else "",
+            }
+        )
+    for name, title in BASELINES.items():
+        m = load_metrics(name, metrics_dir)
+        if m is None:
+            continue
+        t, d = m["test_over_seeds"], m["test_dedup_over_seeds"]
+        one = len(m["seeds"]) == 1
+        minutes = sum(m["train_seconds"].values()) / len(m["train_seconds"]) / 60
+        rows.append(
+            {
+                "model": f"{title}, from scratch ({m['params'] / 1e6:.1f} M parameters, {minutes:.0f} min training, "
+                f"{len(m['seeds'])} seed{'' if one else 's'})",
+                "source": f"this repo, {m['profile']} profile",
+                "Testing accuracy": _pm(t, "accuracy", one),
+                "Testing macro-F1": _pm(t, "macro_f1", one),
+                "leakage-free accuracy": _pm(d, "accuracy", one),
+                "leakage-free macro-F1": _pm(d, "macro_f1", one),
             }
         )
     for lit in LITERATURE:

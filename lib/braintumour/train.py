@@ -8,6 +8,7 @@ resumes gives the same weights as one that never stopped.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import pickle
 import random
@@ -25,7 +26,12 @@ from tqdm import tqdm
 from braintumour import files
 from braintumour.evaluate import predict_proba
 from braintumour.models import build_model
-from braintumour.transforms import Augment
+from braintumour.transforms import Augment, to_input
+
+# AdamW's peak learning rate where an architecture needs another than TrainConfig's 3e-3: the
+# batch-normalised networks (ours, VGG-16-BN, ResNet-50) and the tiny LeNet-5 train at 3e-3 from
+# scratch; AlexNet has no normalisation layers and gets 5e-4, the usual Adam rate for such nets.
+PEAK_LR: dict[str, float] = {"alexnet": 5e-4}
 
 
 @dataclass
@@ -44,6 +50,10 @@ class TrainConfig:
     augment: dict = field(default_factory=dict)  # overrides of transforms.Augment's defaults
     seed: int = 0
     threads: int = 0  # 0: leave torch's default
+    # Wall-clock cap for the whole run (training steps + per-epoch validation), for "the same CPU
+    # time for every model". The number of optimiser steps is planned once from a timed probe, so
+    # the one-cycle schedule still runs to its end; at most `epochs` epochs either way.
+    time_budget_s: float | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -86,35 +96,47 @@ def train(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
     )
     steps_per_epoch = len(train_idx) // cfg.batch_size  # drop the last partial batch: BN needs >1
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=cfg.warmup_fraction
-    )
     augment = Augment(**cfg.augment)
     class_w = torch.as_tensor(weights, dtype=torch.float32)
     x_all = torch.from_numpy(images)
     y_all = torch.from_numpy(labels.astype(np.int64))
 
-    state = {"epoch": 0, "best_f1": -1.0, "bad_epochs": 0, "history": []}
     last = run_dir / "last.pt"
-    if last.is_file():
-        ckpt = torch.load(last, map_location="cpu", weights_only=False)
-        if ckpt["config"] == cfg.to_dict():
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            sched.load_state_dict(ckpt["scheduler"])
-            gen.set_state(ckpt["generator"])
-            torch.set_rng_state(ckpt["torch_rng"])
-            state = ckpt["state"]
+    ckpt = torch.load(last, map_location="cpu", weights_only=False) if last.is_file() else None
+    if ckpt is not None and ckpt["config"] == cfg.to_dict():
+        state = ckpt["state"]
+    else:
+        ckpt = None
+        total_steps, plan = cfg.epochs * steps_per_epoch, None
+        if cfg.time_budget_s is not None:
+            first = train_idx[: cfg.batch_size]
+            plan = plan_steps(model, cfg, x_all[first], y_all[first], len(val_idx), steps_per_epoch)
+            total_steps = min(total_steps, plan["steps"])
+        state = {"epoch": 0, "best_f1": -1.0, "bad_epochs": 0, "history": [], "total_steps": total_steps}
+        files.write_json(run_dir / "plan.json", {"total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
+                                                 "time_budget_s": cfg.time_budget_s, "probe": plan})
+    total_steps = state["total_steps"]
+    n_epochs = -(-total_steps // steps_per_epoch)  # the last epoch may be partial under a time budget
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=cfg.warmup_fraction
+    )
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        gen.set_state(ckpt["generator"])
+        torch.set_rng_state(ckpt["torch_rng"])
 
-    while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
+    while state["epoch"] < n_epochs and state["bad_epochs"] < cfg.patience:
         epoch = state["epoch"]
         t0 = time.perf_counter()
         model.train()
         order = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=gen)]
         total_loss = 0.0
+        steps = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
         bar = tqdm(
-            range(steps_per_epoch),
-            desc=f"{cfg.model} seed {cfg.seed} epoch {epoch + 1}/{cfg.epochs}",
+            range(steps),
+            desc=f"{cfg.model} seed {cfg.seed} epoch {epoch + 1}/{n_epochs}",
             disable=not progress,
             leave=False,
             mininterval=3.0,  # a few updates per epoch: executed notebooks keep every update's text
@@ -142,7 +164,8 @@ def train(
         val_f1 = f1_score(val_true, val_pred, average="macro")
         row = {
             "epoch": epoch + 1,
-            "train_loss": total_loss / steps_per_epoch,
+            "steps": steps,
+            "train_loss": total_loss / steps,
             "val_loss": val_loss,
             "val_accuracy": float((val_pred == val_true).mean()),
             "val_macro_f1": float(val_f1),
@@ -184,6 +207,35 @@ def train(
 
     best, _ = load_checkpoint(run_dir / "best.pt")
     return best, pd.DataFrame(state["history"])
+
+
+def plan_steps(
+    model: torch.nn.Module, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, n_val: int, steps_per_epoch: int
+) -> dict[str, float]:
+    """How many optimiser steps fit in `cfg.time_budget_s`, from timing a few steps on a copy of the
+    model (the real model, optimiser and random streams are left untouched, so the run stays
+    deterministic given the plan). Validation after each epoch is charged to the budget too."""
+    rng = torch.get_rng_state()
+    probe = copy.deepcopy(model).train()
+    opt = torch.optim.AdamW(probe.parameters(), lr=cfg.lr)
+    x = to_input(x).contiguous(memory_format=torch.channels_last)
+    times = []
+    for _ in range(4):  # the first step pays for oneDNN's kernel choice: not counted
+        t = time.perf_counter()
+        loss = F.cross_entropy(probe(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t)
+    step_s = float(np.median(times[1:]))
+    probe.eval()
+    with torch.no_grad():
+        t = time.perf_counter()
+        probe(x)
+        val_s = (time.perf_counter() - t) * n_val / len(x)
+    torch.set_rng_state(rng)
+    per_step = step_s + val_s / steps_per_epoch
+    return {"steps": max(1, int(cfg.time_budget_s / per_step)), "step_seconds": step_s, "val_seconds": val_s}
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: TrainConfig, extra: dict | None = None) -> Path:
