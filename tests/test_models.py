@@ -64,3 +64,19 @@ def test_target_layer_keeps_spatial_extent():
     with torch.no_grad():
         model(torch.randn(1, 1, 128, 128))
     assert seen["shape"][-2:] == (8, 8)
+
+
+def test_multiply_adds_match_lenet5_by_hand():
+    """At 32 px: conv1 6*28*28*25, conv2 16*10*10*150, dense 400*120 + 120*84 + 84*4."""
+    from braintumour.models import LeNet5, multiply_adds
+
+    assert multiply_adds(LeNet5(), 32) == 6 * 28 * 28 * 25 + 16 * 10 * 10 * 150 + 400 * 120 + 120 * 84 + 84 * 4
+
+
+def test_multiply_adds_of_the_custom_cnn_grow_with_the_image_area():
+    from braintumour.models import multiply_adds
+
+    model = build_model("custom_cnn")
+    small, large = multiply_adds(model, 64), multiply_adds(model, 128)
+    assert 90e6 < large < 110e6  # the docstring's "about 100 M multiply-adds at 128 px"
+    assert large == pytest.approx(4 * small, rel=0.01)

@@ -63,6 +63,30 @@ def test_smoke_metrics_share_the_schema(smoke_reports):
 
 
 @pytest.mark.slow
+def test_smoke_baselines_share_the_custom_cnn_schema_and_are_compared(smoke_reports):
+    import pandas as pd
+
+    metrics = smoke_reports / "metrics"
+    cnn = json.loads((metrics / "custom_cnn.json").read_text())
+    for name in ("lenet5", "alexnet", "vgg16_bn", "resnet50"):
+        m = json.loads((metrics / f"{name}.json").read_text())
+        assert set(cnn) - {"history"} <= set(m), (name, set(cnn) - set(m))
+        assert m["time_budget_s"] == 20 and m["pretrained"] is False
+        assert {"accuracy", "macro_f1", "ci95", "confusion_matrix"} <= set(m["test_dedup"])
+        assert 0 <= m["mcnemar_vs_custom_cnn"]["p_value"] <= 1
+        assert (smoke_reports / "models" / f"{name}.pt").is_file()
+    table = pd.read_csv(metrics / "comparison.csv")
+    assert table.data_fingerprint.nunique() == 1 and table.data_fingerprint.iloc[0] == cnn["data_fingerprint"]
+    assert table.model.iloc[0] == "Custom CNN (ours)" and (table.source == "quoted, not re-run").sum() == 4
+    cams = json.loads((metrics / "gradcam.json").read_text())
+    assert {"custom_cnn", "vgg16_bn", "resnet50"} <= set(cams["models"])
+    assert cams["common_subset"]["images"] > 0
+    for ext in ("png", "pdf"):
+        assert (smoke_reports / "figures" / f"baselines_macro_f1.{ext}").is_file()
+        assert (smoke_reports / "figures" / f"gradcam_models.{ext}").is_file()
+
+
+@pytest.mark.slow
 def test_pdfs_render_and_are_not_blank(smoke_reports, tmp_path):
     import numpy as np
     from PIL import Image

@@ -104,3 +104,58 @@ def test_augment_is_seeded_and_keeps_shape(tiny):
     c = Augment()(batch, torch.Generator().manual_seed(1))
     assert a.shape == (8, 1, SIZE, SIZE)
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_a_time_budget_that_does_not_bind_changes_nothing(tiny, tmp_path):
+    """The timing probe runs on a copy: the model, optimiser and random streams are untouched, so a
+    generous budget gives exactly the weights of a run without one."""
+    images, labels, split = tiny
+    w = splits.class_weights(labels[split.train])
+    plain, _ = train(_cfg(epochs=2), images, labels, split.train, split.val, w, tmp_path / "a", progress=False)
+    budget, _ = train(_cfg(epochs=2, time_budget_s=1e6), images, labels, split.train, split.val, w, tmp_path / "b",
+                      progress=False)
+    for (k, a), (_, b) in zip(plain.state_dict().items(), budget.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_a_binding_time_budget_plans_fewer_steps_and_finishes_the_schedule(tiny, tmp_path, monkeypatch):
+    import json
+
+    from braintumour import train as train_module
+
+    images, labels, split = tiny
+    steps_per_epoch = len(split.train) // 16
+    real = train_module.plan_steps
+
+    def fixed(*args, **kw):  # the plan says 5 steps fit, whatever this machine's speed
+        return {**real(*args, **kw), "steps": 5}
+
+    monkeypatch.setattr(train_module, "plan_steps", fixed)
+    cfg = _cfg(epochs=4, time_budget_s=30.0)
+    _, history = train(cfg, images, labels, split.train, split.val, np.ones(4), tmp_path / "run", progress=False)
+    assert steps_per_epoch > 3  # so that 5 steps end inside the second epoch
+    assert history.steps.tolist() == [steps_per_epoch, 5 - steps_per_epoch]
+    plan = json.loads((tmp_path / "run" / "plan.json").read_text())
+    assert plan["total_steps"] == 5 and plan["time_budget_s"] == 30.0 and plan["probe"]["step_seconds"] > 0
+    # The schedule was planned over 5 steps, not 4 epochs' 16: it has annealed, where a 16-step
+    # cycle cut after 5 would still be near its peak (the lr logged is the one a 6th step would use).
+    assert history.lr.iloc[-1] < cfg.lr / 5
+
+
+def test_plan_steps_divides_the_budget_by_the_measured_step_time(tiny):
+    from braintumour.models import build_model
+    from braintumour.train import plan_steps
+
+    images, labels, split = tiny
+    x = torch.from_numpy(images[split.train[:16]])
+    y = torch.from_numpy(labels[split.train[:16]].astype(np.int64))
+    plan = plan_steps(build_model("custom_cnn"), _cfg(time_budget_s=10.0), x, y, n_val=24, steps_per_epoch=4)
+    per_step = plan["step_seconds"] + plan["val_seconds"] / 4
+    assert plan["steps"] == max(1, int(10.0 / per_step))
+
+
+def test_run_key_ignores_unset_options_but_not_a_budget(tiny):
+    images, labels, split = tiny
+    key = runs.run_key(_cfg(), split, "fp")
+    assert runs.run_key(_cfg(time_budget_s=None), split, "fp") == key
+    assert runs.run_key(_cfg(time_budget_s=60.0), split, "fp") != key

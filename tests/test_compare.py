@@ -1,0 +1,58 @@
+"""The comparison table of notebook 04 and the README's headline rows, from metrics dictionaries."""
+
+import json
+
+import numpy as np
+import pytest
+
+from braintumour import compare, evaluate, summary
+
+
+def _metrics(name: str, accuracy: float, seeds=(0,), n: int = 200) -> dict:
+    rng = np.random.default_rng(len(name))
+    y = np.repeat(np.arange(4), n // 4)
+    pred = np.where(rng.random(n) < accuracy, y, (y + 1) % 4)
+    proba = np.eye(4)[pred] * 0.9 + 0.025
+    per_seed = {s: evaluate.classification_metrics(y, proba) for s in seeds}
+    over = evaluate.summarise_over_seeds(per_seed)
+    return {
+        "name": name, "model": name, "profile": "cpu", "params": 1000, "multiply_adds": 5000,
+        "seeds": list(seeds), "selected_seed": seeds[0], "train_seconds": {str(s): 600.0 for s in seeds},
+        "epochs_run": {str(s): 2.5 for s in seeds}, "inference_images_per_second": 100.0,
+        "test": per_seed[seeds[0]], "test_over_seeds": over, "test_dedup": per_seed[seeds[0]],
+        "test_dedup_over_seeds": over, "data_fingerprint": "fp", "git_commit": "abc",
+    }
+
+
+def test_comparison_table_has_our_rows_then_the_quoted_literature():
+    models = {"custom_cnn": _metrics("custom_cnn", 0.95, seeds=(0, 1, 2)), "resnet50": _metrics("resnet50", 0.6)}
+    mc = {"resnet50": {"p_value": 0.001, "a_right_b_wrong": 50, "a_wrong_b_right": 3}}
+    table = compare.comparison_table(models, mc)
+    assert list(table.model[:2]) == ["Custom CNN (ours)", "ResNet-50"]
+    assert len(table) == 2 + len(summary.LITERATURE)
+    quoted = table[table.source == "quoted, not re-run"]
+    assert quoted["Testing accuracy"].tolist() == [lit["accuracy"] for lit in summary.LITERATURE]
+    assert quoted["parameters"].isna().all()  # nothing of ours is invented for the papers' rows
+    ours = table.set_index("model")
+    assert ours.loc["ResNet-50", "McNemar p vs custom CNN"] == 0.001
+    assert np.isnan(ours.loc["Custom CNN (ours)", "McNemar p vs custom CNN"])
+    lo, hi = ours.loc["ResNet-50", "Testing accuracy ci95"]
+    assert lo <= ours.loc["ResNet-50", "Testing accuracy"] <= hi
+    assert ours.loc["Custom CNN (ours)", "train minutes per seed"] == pytest.approx(10.0)
+
+
+def test_interval_rows_cover_both_subsets():
+    rows = compare.interval_rows({"lenet5": _metrics("lenet5", 0.7)}, "macro_f1")
+    assert list(rows.subset) == ["Testing", "leakage-free Testing"]
+    assert (rows.macro_f1_lo <= rows.macro_f1).all() and (rows.macro_f1 <= rows.macro_f1_hi).all()
+
+
+def test_headline_table_adds_a_row_per_baseline_metrics_file(tmp_path):
+    (tmp_path / "custom_cnn.json").write_text(json.dumps(_metrics("custom_cnn", 0.95, seeds=(0, 1, 2))))
+    (tmp_path / "vgg16_bn.json").write_text(json.dumps(_metrics("vgg16_bn", 0.5)))
+    table = summary.headline_table(tmp_path)
+    vgg = table[table.model.str.startswith("VGG-16")]
+    assert len(vgg) == 1 and "1 seed)" in vgg.model.iloc[0]
+    assert "±" not in vgg["Testing accuracy"].iloc[0]  # one seed has no spread to show
+    assert "±" in table["Testing accuracy"].iloc[0]
+    assert not table.model.str.startswith("ResNet-50").any()  # no file, no row
