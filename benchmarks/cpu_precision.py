@@ -9,31 +9,19 @@ AVX-512-BF16 or AMX) autocast makes every model several times slower.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
-import torch.nn.functional as F
 
 from braintumour.models import build_model
+from braintumour.train import step_seconds
 
 
-def step_seconds(name: str, bf16: bool, size: int, batch: int, repeats: int) -> float:
+def timed(name: str, bf16: bool, size: int, batch: int, repeats: int) -> float:
     torch.manual_seed(0)
-    model = build_model(name).to(memory_format=torch.channels_last).train()
-    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    model = build_model(name).to(memory_format=torch.channels_last)
     x = torch.randn(batch, 1, size, size).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 4, (batch,))
-    times = []
-    for _ in range(repeats + 1):  # the first step pays for kernel selection: dropped
-        t = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times[1:])
+    return step_seconds(model, x, y, lr=1e-3, repeats=repeats, bfloat16=bf16)
 
 
 def main() -> None:
@@ -45,8 +33,8 @@ def main() -> None:
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.size} px")
     for name in args.models:
-        fp32 = step_seconds(name, False, args.size, args.batch, args.repeats)
-        bf16 = step_seconds(name, True, args.size, args.batch, args.repeats)
+        fp32 = timed(name, False, args.size, args.batch, args.repeats)
+        bf16 = timed(name, True, args.size, args.batch, args.repeats)
         print(f"{name:12s} float32 {fp32:7.3f} s/step   bfloat16 {bf16:7.3f} s/step   ratio {bf16 / fp32:5.1f}x")
 
 

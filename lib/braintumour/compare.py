@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from braintumour.summary import BASELINES, LITERATURE
+from braintumour.summary import BASELINES, LITERATURE, seed_mean
 
 NAMES = {"custom_cnn": "Custom CNN (ours)", **BASELINES}
 
@@ -24,8 +24,8 @@ def comparison_table(models: dict[str, dict], mcnemar_vs_custom: dict[str, dict]
             "source": f"this repo, {m['profile']} profile",
             "parameters": m["params"],
             "MACs per image": m.get("multiply_adds"),
-            "train minutes per seed": sum(m["train_seconds"].values()) / len(m["train_seconds"]) / 60,
-            "epochs run": _mean(m.get("epochs_run")),
+            "train minutes per seed": seed_mean(m["train_seconds"]) / 60,
+            "epochs run": seed_mean(m.get("epochs_run")),
             "inference images/s": m["inference_images_per_second"],
             "seeds": len(m["seeds"]),
         }
@@ -52,7 +52,3 @@ def interval_rows(models: dict[str, dict], metric: str) -> pd.DataFrame:
             rows.append({"model": NAMES.get(name, name), "subset": subset, metric: m[key][metric],
                          f"{metric}_lo": lo, f"{metric}_hi": hi})
     return pd.DataFrame(rows)
-
-
-def _mean(values: dict | None) -> float | None:
-    return None if not values else sum(values.values()) / len(values)

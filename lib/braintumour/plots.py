@@ -48,9 +48,9 @@ def confusion_matrices(cms: dict[str, np.ndarray | list], title: str = "") -> pl
     """Several models' confusion matrices side by side, same colour scale."""
     fig, axes = plt.subplots(1, len(cms), figsize=(3.9 * len(cms), 3.9), squeeze=False)
     for ax, (name, cm) in zip(axes[0], cms.items(), strict=True):
-        sns.heatmap(np.asarray(cm), annot=True, fmt="d", cmap="Blues", cbar=False, xticklabels=TITLES,
-                    yticklabels=TITLES, ax=ax)
-        ax.set(xlabel="predicted", ylabel="true" if ax is axes[0][0] else "", title=name)
+        confusion_matrix(cm, name, ax=ax)
+        if ax is not axes[0][0]:
+            ax.set(ylabel="")
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -13,6 +13,7 @@ import json
 import shutil
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ class RunResult:
     run_dir: Path
     reused: bool
 
-    @property
+    @cached_property
     def plan(self) -> dict:
         """Steps planned for the run (and the timing probe behind them under a time budget)."""
         path = self.run_dir / "plan.json"

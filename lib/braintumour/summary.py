@@ -29,6 +29,11 @@ def load_metrics(name: str, metrics_dir: Path | None = None) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def seed_mean(per_seed: dict | None) -> float | None:
+    """Mean of a per-seed field of a metrics file (train_seconds, epochs_run); None when absent."""
+    return None if not per_seed else sum(per_seed.values()) / len(per_seed)
+
+
 def _pm(o: dict, key: str, one_seed: bool = False) -> str:
     return f"{o[key]['mean']:.2%}" if one_seed else f"{o[key]['mean']:.2%} ± {o[key]['sd']:.2%}"
 
@@ -55,7 +60,7 @@ def headline_table(metrics_dir: Path | None = None) -> pd.DataFrame:
             continue
         t, d = m["test_over_seeds"], m["test_dedup_over_seeds"]
         one = len(m["seeds"]) == 1
-        minutes = sum(m["train_seconds"].values()) / len(m["train_seconds"]) / 60
+        minutes = seed_mean(m["train_seconds"]) / 60
         rows.append(
             {
                 "model": f"{title}, from scratch ({m['params'] / 1e6:.1f} M parameters, {minutes:.0f} min training, "

@@ -216,18 +216,9 @@ def plan_steps(
     model (the real model, optimiser and random streams are left untouched, so the run stays
     deterministic given the plan). Validation after each epoch is charged to the budget too."""
     rng = torch.get_rng_state()
-    probe = copy.deepcopy(model).train()
-    opt = torch.optim.AdamW(probe.parameters(), lr=cfg.lr)
+    probe = copy.deepcopy(model)
     x = to_input(x).contiguous(memory_format=torch.channels_last)
-    times = []
-    for _ in range(4):  # the first step pays for oneDNN's kernel choice: not counted
-        t = time.perf_counter()
-        loss = F.cross_entropy(probe(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - t)
-    step_s = float(np.median(times[1:]))
+    step_s = step_seconds(probe, x, y, cfg.lr)
     probe.eval()
     with torch.no_grad():
         t = time.perf_counter()
@@ -236,6 +227,24 @@ def plan_steps(
     torch.set_rng_state(rng)
     per_step = step_s + val_s / steps_per_epoch
     return {"steps": max(1, int(cfg.time_budget_s / per_step)), "step_seconds": step_s, "val_seconds": val_s}
+
+
+def step_seconds(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float, repeats: int = 3,
+                 bfloat16: bool = False) -> float:
+    """Median seconds of one AdamW training step on batch (x, y), changing `model`'s weights (time a
+    copy). The first step pays for oneDNN's kernel choice and is not counted."""
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    times = []
+    for _ in range(repeats + 1):
+        t = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times[1:]))
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: TrainConfig, extra: dict | None = None) -> Path:
