@@ -11,7 +11,14 @@ import time
 import numpy as np
 import torch
 from scipy.stats import binomtest
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    recall_score,
+    roc_auc_score,
+)
 
 from braintumour.config import CLASSES
 from braintumour.transforms import to_input
@@ -141,6 +148,22 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, *, with_ci: bo
     if with_ci:
         out["ci95"] = bootstrap_ci(y_true, y_pred)
     return out
+
+
+def headline_present(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """Accuracy, balanced accuracy and macro-F1 over the classes present in `y_true` only: for subsets
+    that lack a class (the figshare images have no *notumor*), where a four-class macro-F1 would count
+    the absent class as an F1 of zero."""
+    y_true = np.asarray(y_true)
+    y_pred = proba.argmax(axis=1)
+    present = np.unique(y_true)
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(recall_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "classes": [CLASSES[i] for i in present],
+    }
 
 
 def mcnemar(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict[str, float]:

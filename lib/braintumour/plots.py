@@ -228,3 +228,26 @@ def cam_grid(
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def fold_scores(table: pd.DataFrame, metric: str = "accuracy", title: str = "") -> plt.Figure:
+    """Per-fold scores (dots) and the official split's score (a cross) per model, one panel per subset.
+    `table`: columns model, split ("official" or a fold name), subset, and the metric."""
+    subsets = list(dict.fromkeys(table.subset))
+    fig, axes = plt.subplots(1, len(subsets), figsize=(4.4 * len(subsets), 3.6), squeeze=False, sharey=True)
+    for ax, subset in zip(axes[0], subsets, strict=True):
+        part = table[table.subset == subset]
+        folds_part, official = part[part.split != "official"], part[part.split == "official"]
+        sns.stripplot(data=folds_part, x="model", y=metric, ax=ax, size=6, jitter=0.08, color="tab:blue",
+                      label="unseen-patient folds")
+        sns.pointplot(data=official, x="model", y=metric, ax=ax, linestyle="none", marker="X", markersize=10,
+                      color="tab:red", label="official split")
+        ax.set(title=subset, xlabel="", ylabel=metric.replace("_", " "))
+        ax.grid(alpha=0.3, axis="y")
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles, strict=True))
+        ax.legend(unique.values(), unique.keys(), fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -22,6 +22,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "patience": 2,
         "baseline_seeds": [0],
         "baseline_budget_s": 20,
+        "fold_budget_s": 10,
     },
     "cpu": {
         "image_size": 128,
@@ -35,6 +36,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         # wall-clock, "best accuracy for the same CPU time". One seed each: 4 x 15 min already.
         "baseline_seeds": [0],
         "baseline_budget_s": 900,
+        # Patient-disjoint folds (notebook 06): 2 models x (5 folds + the official split at the same
+        # budget) must fit in about 90 minutes, so each run gets less than in notebooks 03/04.
+        "fold_budget_s": 400,
     },
     "full": {
         "image_size": 224,
@@ -46,6 +50,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "patience": 15,
         "baseline_seeds": [0, 1, 2],
         "baseline_budget_s": None,  # on a GPU: the same number of epochs for every model instead
+        "fold_budget_s": None,
     },
 }
 
