@@ -76,7 +76,8 @@ UPSTREAM_03_custom_cnn := 00_data 01_eda
 UPSTREAM_04_baselines := 00_data 01_eda 03_custom_cnn
 UPSTREAM_05_gradcam := 00_data 03_custom_cnn 04_baselines
 UPSTREAM_06_patient_folds := 00_data 01_eda
-UPSTREAM_07_results := $(filter-out 07_results,$(basename $(notdir $(NOTEBOOKS))))
+UPSTREAM_07_mask_guided := 00_data 01_eda 03_custom_cnn 05_gradcam 06_patient_folds
+UPSTREAM_08_results := $(filter-out 08_results,$(basename $(notdir $(NOTEBOOKS))))
 upstream = $(foreach u,$(UPSTREAM_$(1)),$(filter $(REPORTS)/executed/$(u).ipynb,$(EXECUTED)))
 define notebook_rule
 $(REPORTS)/executed/$(1).ipynb: notebooks/$(1).ipynb $(LIB) $(FINGERPRINT) $(call upstream,$(1)) | $(STAMP)
@@ -89,7 +90,7 @@ $(foreach nb,$(NOTEBOOKS),$(eval $(call notebook_rule,$(basename $(notdir $(nb))
 reproduce: $(STAMP) pdf-tools
 	@rm -f $(RAN)
 	@$(MAKE) --no-print-directory $(EXECUTED)
-	@if [ -f $(REPORTS)/pdf/07_results.pdf ]; then cp $(REPORTS)/pdf/07_results.pdf $(REPORTS)/report.pdf; fi
+	@if [ -f $(REPORTS)/pdf/08_results.pdf ]; then cp $(REPORTS)/pdf/08_results.pdf $(REPORTS)/report.pdf; fi
 	@if [ "$(PROFILE)" = cpu ]; then $(MAKE) --no-print-directory readme-results; fi
 	@if [ -f $(RAN) ]; then echo "==> reproduce ($(PROFILE)) finished: $$(wc -l < $(RAN)) notebook(s) re-executed into $(REPORTS)/"; \
 	else echo "==> nothing to do: every notebook in $(REPORTS)/ is up to date with its source, the library and the data (make clean-reports forces a rerun)"; fi

@@ -67,3 +67,20 @@ def test_groups_join_a_patient_and_the_copies_of_its_slices():
     kinds = folds.group_kinds(manifest, groups, patients)
     assert kinds == {"groups": 3, "with_patient_id": 1, "duplicate_clusters_without_patient_id": 0,
                      "single_images_without_patient_id": 2}
+
+
+def test_pooled_folds_split_keeps_groups_apart_in_train_val_and_test(dataset):
+    pf = folds.pooled_folds(dataset.manifest, data.load_images(dataset, folds.AUDIT_IMAGE_SIZE),
+                            audit.load_patients(data.patients_csv(dataset.root)))
+    group_of = dict(zip(pf.rows, pf.groups, strict=True))
+    assert pf.kinds["with_patient_id"] == 233
+    for k in (0, pf.n_splits - 1):
+        split = pf.split(k)
+        parts = [{group_of[r] for r in rows} for rows in (split.train, split.val, split.test)]
+        assert not parts[0] & parts[1] and not parts[0] & parts[2] and not parts[1] & parts[2]
+        assert 0.07 < len(split.val) / (len(split.train) + len(split.val)) < 0.13
+    all_held_out = np.concatenate([pf.held_out(k) for k in range(pf.n_splits)])
+    assert np.array_equal(np.sort(all_held_out), np.sort(pf.rows))
+    np.testing.assert_array_equal(pf.split(0).val, folds.pooled_folds(
+        dataset.manifest, data.load_images(dataset, folds.AUDIT_IMAGE_SIZE),
+        audit.load_patients(data.patients_csv(dataset.root))).split(0).val)

@@ -9,6 +9,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
+from braintumour.config import CLASSES
 from braintumour.pipeline import notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,6 +85,28 @@ def test_smoke_baselines_share_the_custom_cnn_schema_and_are_compared(smoke_repo
     for ext in ("png", "pdf"):
         assert (smoke_reports / "figures" / f"baselines_macro_f1.{ext}").is_file()
         assert (smoke_reports / "figures" / f"gradcam_models.{ext}").is_file()
+
+
+@pytest.mark.slow
+def test_smoke_patient_folds_and_mask_guided_metrics(smoke_reports):
+    metrics = smoke_reports / "metrics"
+    folds = json.loads((metrics / "patient_disjoint.json").read_text())
+    assert folds["n_splits"] == 5 and folds["time_budget_s"] == 10
+    assert sum(sum(c.values()) for c in folds["fold_class_counts"].values()) == folds["pooled_images"]
+    for name in ("custom_cnn", "resnet50"):
+        m = folds["models"][name]
+        assert set(m["per_split"]) == {"official", "fold 1", "fold 2", "fold 3", "fold 4", "fold 5"}
+        assert m["per_split"]["fold 1"]["figshare (patient known)"]["classes"] != list(CLASSES)  # no notumor
+        assert 0 <= m["over_folds"]["all images"]["accuracy"]["mean"] <= 1
+    assert folds["gradcam"]["results"]["unseen-patient folds · custom CNN"]["all"]["pointing"]["n"] > 0
+    guided = json.loads((metrics / "mask_guided.json").read_text())
+    assert guided["model"] == "custom_cnn_guided" and guided["training_images_with_mask"] > 0
+    assert [r["variant"] for r in guided["ablation"]][:3] == [
+        "plain custom CNN (notebook 03/05)", "(a) architecture", "(b) + mask term"]
+    assert len(guided["unseen_patients"]["per_fold"]) == 5
+    assert (smoke_reports / "models" / "custom_cnn_guided.pt").is_file()
+    for name in ("patient_folds_accuracy", "mask_guided_vs_plain"):
+        assert (smoke_reports / "figures" / f"{name}.pdf").is_file()
 
 
 @pytest.mark.slow

@@ -408,3 +408,21 @@ def masked_rows(dataset: Dataset, split: str = "Testing") -> pd.DataFrame:
 def load_masks(rows: pd.DataFrame, size: int) -> np.ndarray:
     """Boolean masks (N, size, size) for `masked_rows` output, with the images' geometry."""
     return np.stack([load_mask(p, size) for p in rows.mask_path]) if len(rows) else np.zeros((0, size, size), bool)
+
+
+def training_masks(dataset: Dataset, rows: np.ndarray, size: int) -> np.ndarray:
+    """Masks (len(rows), size, size, uint8 0/1) for the manifest `rows` a model trains on, all zero
+    where an image has no expert mask. Only these rows' mask files are opened: a mask-guided run
+    cannot read the mask of a validation or test image (a test checks this)."""
+    root = masks_dir(dataset.root)
+    if root is None:
+        raise DataNotFoundError(
+            f"no {MASKS_DIRNAME}/ folder beside {dataset.root}: the mask-guided model trains on the expert masks"
+        )
+    out = np.zeros((len(rows), size, size), np.uint8)
+    paths = dataset.manifest.path.to_numpy()
+    for i, row in enumerate(rows):
+        mask_path = root / Path(paths[row]).with_suffix(".png")
+        if mask_path.is_file():
+            out[i] = load_mask(mask_path, size)
+    return out

@@ -54,6 +54,9 @@ class TrainConfig:
     # time for every model". The number of optimiser steps is planned once from a timed probe, so
     # the one-cycle schedule still runs to its end; at most `epochs` epochs either way.
     time_budget_s: float | None = None
+    # Weight of the mask-alignment term (models with `logits_and_maps`, Training images with an
+    # expert mask): the share of the true class's rectified map outside the mask. None: plain loss.
+    mask_weight: float | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -78,8 +81,12 @@ def train(
     *,
     stop_after_epochs: int | None = None,
     progress: bool = True,
+    train_masks: np.ndarray | None = None,
 ) -> tuple[torch.nn.Module, pd.DataFrame]:
     """Train `cfg.model` on images[train_idx], select on images[val_idx]; return (best model, history).
+
+    `train_masks` (aligned with `train_idx`, all zero where an image has none) are needed when
+    `cfg.mask_weight` is set; only training images' masks are ever passed in.
 
     `run_dir` receives `last.pt` (every epoch, for resume), `best.pt` (best validation macro-F1)
     and `history.csv`. If `run_dir/last.pt` exists with the same config, training resumes from it.
@@ -100,6 +107,12 @@ def train(
     class_w = torch.as_tensor(weights, dtype=torch.float32)
     x_all = torch.from_numpy(images)
     y_all = torch.from_numpy(labels.astype(np.int64))
+    if cfg.mask_weight:
+        if train_masks is None or len(train_masks) != len(train_idx):
+            raise ValueError(f"mask_weight={cfg.mask_weight} needs train_masks aligned with the {len(train_idx)} "
+                             "training images")
+        masks_t = torch.from_numpy(train_masks)
+        has_mask = masks_t.flatten(1).amax(1) > 0
 
     last = run_dir / "last.pt"
     ckpt = torch.load(last, map_location="cpu", weights_only=False) if last.is_file() else None
@@ -131,7 +144,8 @@ def train(
         epoch = state["epoch"]
         t0 = time.perf_counter()
         model.train()
-        order = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=gen)]
+        perm = torch.randperm(len(train_idx), generator=gen)
+        order = torch.from_numpy(train_idx)[perm]
         total_loss = 0.0
         steps = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
         bar = tqdm(
@@ -142,9 +156,20 @@ def train(
             mininterval=3.0,  # a few updates per epoch: executed notebooks keep every update's text
         )
         for step in bar:
-            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            x = augment(x_all[idx], gen).contiguous(memory_format=torch.channels_last)
-            loss = F.cross_entropy(model(x), y_all[idx], weight=class_w, label_smoothing=cfg.label_smoothing)
+            batch = slice(step * cfg.batch_size, (step + 1) * cfg.batch_size)
+            idx = order[batch]
+            if cfg.mask_weight:
+                pos = perm[batch]
+                x, m = augment.with_masks(x_all[idx], masks_t[pos], gen)
+                logits, maps = model.logits_and_maps(x.contiguous(memory_format=torch.channels_last))
+                loss = F.cross_entropy(logits, y_all[idx], weight=class_w, label_smoothing=cfg.label_smoothing)
+                has = has_mask[pos]
+                if has.any():
+                    outside = share_outside_mask(maps[has], m[has], y_all[idx][has])
+                    loss = loss + cfg.mask_weight * outside.mean()
+            else:
+                x = augment(x_all[idx], gen).contiguous(memory_format=torch.channels_last)
+                loss = F.cross_entropy(model(x), y_all[idx], weight=class_w, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -207,6 +232,15 @@ def train(
 
     best, _ = load_checkpoint(run_dir / "best.pt")
     return best, pd.DataFrame(state["history"])
+
+
+def share_outside_mask(maps: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per image, the share of the target class's rectified map (N, classes, h, w) lying outside its
+    mask (N, H, W, values in [0, 1]): 1 - energy inside the mask, the score notebook 05 reports,
+    on the map's own grid (each cell weighted by the fraction of its pixels inside the mask)."""
+    cam = F.relu(maps[torch.arange(len(targets)), targets])
+    inside = F.adaptive_avg_pool2d(masks.unsqueeze(1).float(), cam.shape[-2:]).squeeze(1)
+    return 1 - (cam * inside).sum(dim=(1, 2)) / (cam.sum(dim=(1, 2)) + 1e-6)
 
 
 def plan_steps(

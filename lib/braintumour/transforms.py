@@ -41,6 +41,14 @@ class Augment:
 
     def __call__(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """uint8 (N, H, W) -> augmented, normalised float (N, 1, H, W)."""
+        return self.with_masks(images, None, gen)[0]
+
+    def with_masks(
+        self, images: torch.Tensor, masks: torch.Tensor | None, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """As `__call__`, and the same flip and affine warp applied to `masks` (N, H, W), so a tumour
+        outline stays on its tumour. Returns (images, float masks in [0, 1] or None). The random
+        draws are the same with or without masks: a run's images do not depend on it."""
         n = images.shape[0]
         x = images.float().unsqueeze(1).div_(255.0)
 
@@ -55,8 +63,11 @@ class Augment:
         theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if masks is not None:
+            masks = F.grid_sample(masks.float().unsqueeze(1), grid, mode="bilinear", padding_mode="zeros",
+                                  align_corners=False).squeeze(1)
 
         gain = uniform(1 - self.gain, 1 + self.gain).view(n, 1, 1, 1)
         gamma = torch.exp(uniform(-self.gamma, self.gamma)).view(n, 1, 1, 1)
         x = (x.clamp_(0, 1) ** gamma * gain).clamp_(0, 1)
-        return x.sub_(PIXEL_MEAN).div_(PIXEL_STD)
+        return x.sub_(PIXEL_MEAN).div_(PIXEL_STD), masks

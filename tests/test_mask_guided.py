@@ -1,0 +1,97 @@
+"""The mask-guided custom CNN: its Grad-CAM is its class map, the alignment loss has known answers,
+masks follow their images through augmentation, and training never reads a held-out image's mask."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from braintumour import audit, data, folds
+from braintumour.explain import CamExplainer
+from braintumour.models import build_model, target_layer
+from braintumour.train import TrainConfig, share_outside_mask, train
+from braintumour.transforms import Augment
+
+
+def test_gradcam_of_the_guided_model_is_its_rectified_class_map():
+    torch.manual_seed(0)
+    model = build_model("custom_cnn_guided").eval()
+    images = (torch.rand(3, 64, 64) * 255).to(torch.uint8).numpy()
+    targets = np.array([0, 2, 3])
+    with CamExplainer(model, "gradcam") as cam:
+        heat = cam(images, targets)
+    from braintumour.transforms import to_input
+
+    with torch.no_grad():
+        maps = model.class_maps(to_input(torch.from_numpy(images)))
+    for i, t in enumerate(targets):
+        own = F.relu(maps[i, t])[None, None]
+        own = F.interpolate(own, size=64, mode="bilinear", align_corners=False)[0, 0].numpy()
+        own = (own - own.min()) / (own.max() - own.min())
+        assert np.corrcoef(own.ravel(), heat[i].ravel())[0, 1] > 0.98
+    assert target_layer(model) is model.fuse
+
+
+def test_guided_model_has_a_16px_map_at_128px_and_stays_small():
+    model = build_model("custom_cnn_guided")
+    assert model.class_maps(torch.zeros(1, 1, 128, 128)).shape == (1, 4, 16, 16)
+    assert sum(p.numel() for p in model.parameters()) < 1.5e6
+
+
+def test_share_outside_mask_known_answers():
+    maps = torch.zeros(3, 4, 4, 4)
+    masks = torch.zeros(3, 8, 8)
+    masks[:, :4, :] = 1  # top half of the image
+    maps[0, 1, :2, :] = 1.0  # class 1, all evidence in the top half: nothing outside
+    maps[1, 2, 2:, :] = 1.0  # class 2, all evidence in the bottom half: everything outside
+    maps[2, 3] = 1.0  # class 3, evidence everywhere: half outside
+    maps[2, 0] = -5.0  # other classes and negative evidence do not count
+    share = share_outside_mask(maps, masks, torch.tensor([1, 2, 3]))
+    np.testing.assert_allclose(share.numpy(), [0.0, 1.0, 0.5], atol=1e-5)
+
+
+def test_augmentation_moves_a_mask_with_its_image_and_keeps_the_random_stream():
+    images = torch.zeros(8, 32, 32, dtype=torch.uint8)
+    images[:, 4:14, 18:28] = 255  # a bright square off centre
+    masks = (images > 0).to(torch.uint8)
+    aug = Augment(rotate_deg=10, translate=0.1)
+    plain = aug(images, torch.Generator().manual_seed(3))
+    x, m = aug.with_masks(images, masks, torch.Generator().manual_seed(3))
+    assert torch.equal(plain, x)  # masks or not, the same draws: the images do not change
+    bright = x[:, 0] > x[:, 0].mean(dim=(1, 2), keepdim=True)
+    assert ((m > 0.5) == bright).float().mean() > 0.95
+    assert bright.flip(-1).logical_and(m > 0.5).float().sum() < bright.logical_and(m > 0.5).float().sum()
+
+
+def test_training_masks_open_only_the_training_rows_masks(dataset, monkeypatch):
+    pf = folds.pooled_folds(dataset.manifest, data.load_images(dataset, folds.AUDIT_IMAGE_SIZE),
+                            audit.load_patients(data.patients_csv(dataset.root)), per_class_limit=40)
+    split = pf.split(0)
+    opened = []
+    real_load_mask = data.load_mask
+    monkeypatch.setattr(data, "load_mask", lambda path, size: opened.append(str(path)) or real_load_mask(path, size))
+    masks = data.training_masks(dataset, split.train, 32)
+    stem = {str(p).rsplit(".", 1)[0] for p in dataset.manifest.path}
+    held_out = {str(dataset.manifest.path.iloc[i]).rsplit(".", 1)[0] for i in np.concatenate([split.val, split.test])}
+    read = {p.split(data.MASKS_DIRNAME + "/", 1)[1].rsplit(".", 1)[0] for p in opened}
+    assert read and read <= stem
+    assert not read & held_out
+    assert masks.shape == (len(split.train), 32, 32) and masks.any(axis=(1, 2)).sum() == len(read)
+    has_test_masks = [i for i in split.test
+                      if (data.masks_dir(dataset.root) / dataset.manifest.path.iloc[i]).with_suffix(".png").is_file()]
+    assert has_test_masks  # the held-out fold does have masks: they were available, and not read
+
+
+def test_mask_guided_training_runs_and_needs_masks(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (40, 32, 32), dtype=np.uint8)
+    labels = np.repeat(np.arange(4), 10)
+    masks = np.zeros((32, 32, 32), np.uint8)
+    masks[:16, 8:20, 8:20] = 1
+    cfg = TrainConfig(model="custom_cnn_guided", image_size=32, epochs=2, batch_size=8, mask_weight=1.0, seed=1)
+    train_idx, val_idx = np.arange(32), np.arange(32, 40)
+    model, history = train(cfg, images, labels, train_idx, val_idx, np.ones(4), tmp_path / "run", progress=False,
+                           train_masks=masks)
+    assert len(history) == 2 and np.isfinite(history.train_loss).all()
+    with pytest.raises(ValueError, match="train_masks"):
+        train(cfg, images, labels, train_idx, val_idx, np.ones(4), tmp_path / "other", progress=False)
