@@ -70,3 +70,27 @@ def test_overlay_is_rgb_uint8():
     img = np.full((16, 16), 100, np.uint8)
     out = explain.overlay(img, np.linspace(0, 1, 256).reshape(16, 16).astype(np.float32))
     assert out.shape == (16, 16, 3) and out.dtype == np.uint8
+
+
+def test_head_mask_and_energy_by_region_known_answers():
+    size = 64
+    yy, xx = np.mgrid[:size, :size]
+    image = np.zeros((size, size), np.uint8)
+    image[(yy - 32) ** 2 + (xx - 32) ** 2 < 20**2] = 180  # the head: a bright disc
+    image[(yy - 32) ** 2 + (xx - 32) ** 2 < 4**2] = 5  # a dark core inside it still belongs to the head
+    head = explain.head_mask(image)
+    assert head[32, 32] and head[32, 45] and not head[2, 2] and not head[32, 60]
+    tumour = np.zeros((size, size), bool)
+    tumour[28:36, 40:48] = True
+    on_tumour = np.where(tumour, 1.0, 0.0)
+    in_corner = np.zeros((size, size))
+    in_corner[:4, :4] = 1.0
+    assert explain.energy_by_region(on_tumour, tumour, head)["tumour"] == pytest.approx(1.0)
+    corner = explain.energy_by_region(in_corner, tumour, head)
+    assert corner["outside head"] == pytest.approx(1.0) and corner["border band"] == pytest.approx(1.0)
+    shares = explain.region_shares(np.stack([on_tumour, in_corner]), np.stack([tumour, tumour]),
+                                   np.stack([image, image]))
+    parts = shares[["tumour", "other head", "outside head"]].sum(axis=1)
+    np.testing.assert_allclose(parts, 1.0)
+    assert shares["area: tumour"].iloc[0] == pytest.approx(64 / size**2)
+    assert np.isnan(explain.energy_by_region(np.zeros((size, size)), tumour, head)["tumour"])  # empty map

@@ -93,6 +93,52 @@ def iou_at(heatmap: np.ndarray, mask: np.ndarray, threshold: float = 0.5) -> flo
     return float(np.logical_and(region, mask).sum() / union) if union else 0.0
 
 
+HEAD_THRESHOLD = 20  # of 255, after a light blur: MRI background is near black, JPEG noise stays below
+BORDER_PX = 8  # the outer band where scanner text, frame edges and padding sit
+
+
+def head_mask(image: np.ndarray, threshold: int = HEAD_THRESHOLD) -> np.ndarray:
+    """The head in a uint8 slice: the largest bright connected region, holes filled (dark
+    ventricles and a dark tumour core belong to the head)."""
+    from scipy import ndimage
+
+    bright = ndimage.gaussian_filter(image.astype(np.float32), 1.5) > threshold
+    labelled, n = ndimage.label(bright)
+    if n == 0:
+        return bright
+    largest = 1 + int(np.argmax(ndimage.sum(bright, labelled, index=range(1, n + 1))))
+    return ndimage.binary_fill_holes(labelled == largest)
+
+
+def energy_by_region(heatmap: np.ndarray, tumour: np.ndarray, head: np.ndarray, border_px: int = BORDER_PX) -> dict:
+    """Where a heatmap's mass goes: shares on the tumour, on the rest of the head, and outside the
+    head (these three add up to 1), and, overlapping them, on the image's outer border band. An
+    empty map (all zero: the CAM was negative everywhere) has no shares: NaN."""
+    total = float(heatmap.sum())
+    border = np.ones_like(tumour, dtype=bool)
+    border[border_px:-border_px, border_px:-border_px] = False
+    if total <= 0:
+        return dict.fromkeys(("tumour", "other head", "outside head", "border band"), float("nan"))
+    tumour = tumour.astype(bool)
+    return {
+        "tumour": float(heatmap[tumour].sum() / total),
+        "other head": float(heatmap[head & ~tumour].sum() / total),
+        "outside head": float(heatmap[~head & ~tumour].sum() / total),
+        "border band": float(heatmap[border].sum() / total),
+    }
+
+
+def region_shares(heatmaps: np.ndarray, tumours: np.ndarray, images: np.ndarray) -> pd.DataFrame:
+    """`energy_by_region` per image, with each region's share of the image area alongside (what a
+    uniform heatmap would score). Means over images skip empty maps (pandas skips NaN)."""
+    rows = []
+    for h, t, im in zip(heatmaps, tumours, images, strict=True):
+        head = head_mask(im)
+        rows.append(energy_by_region(h, t, head) | {
+            f"area: {k}": v for k, v in energy_by_region(np.ones_like(h), t, head).items()})
+    return pd.DataFrame(rows)
+
+
 def centred_gaussian(size: int, sigma_fraction: float = 0.25) -> np.ndarray:
     """The trivial baseline heatmap: a Gaussian blob at the image centre."""
     ax = np.arange(size) - (size - 1) / 2
