@@ -101,6 +101,15 @@ def patient_disjoint_table(metrics: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+FIGSHARE = "figshare (patient known)"
+
+
+def unseen_patient_accuracy(metrics: dict, subset: str = FIGSHARE) -> dict[str, tuple[float, dict]]:
+    """Per model of `patient_disjoint.json`: (official-split accuracy, mean/sd over folds) on `subset`."""
+    return {name: (m["per_split"]["official"][subset]["accuracy"], m["over_folds"][subset]["accuracy"])
+            for name, m in metrics["models"].items()}
+
+
 def markdown_table(df: pd.DataFrame) -> str:
     """A GitHub Markdown table (pandas' to_markdown would need one more dependency)."""
     head = "| " + " | ".join(map(str, df.columns)) + " |"
@@ -143,11 +152,8 @@ def readme_block(metrics_dir: Path | None = None) -> str:
         )
     folds = load_metrics("patient_disjoint", metrics_dir)
     if folds is not None:
-        words = []
-        for name, m in folds["models"].items():
-            over = m["over_folds"]["figshare (patient known)"]["accuracy"]
-            official = m["per_split"]["official"]["figshare (patient known)"]["accuracy"]
-            words.append(f"{BASELINES.get(name, 'custom CNN')} {official:.1%} -> {over['mean']:.1%} ± {over['sd']:.1%}")
+        words = [f"{BASELINES.get(name, 'custom CNN')} {official:.1%} -> {over['mean']:.1%} ± {over['sd']:.1%}"
+                 for name, (official, over) in unseen_patient_accuracy(folds).items()]
         budget = folds["time_budget_s"]
         lines.append(
             f"Unseen patients (notebook 06, {folds['n_splits']} patient-disjoint folds, "

@@ -158,18 +158,15 @@ def train(
         for step in bar:
             batch = slice(step * cfg.batch_size, (step + 1) * cfg.batch_size)
             idx = order[batch]
-            if cfg.mask_weight:
-                pos = perm[batch]
-                x, m = augment.with_masks(x_all[idx], masks_t[pos], gen)
-                logits, maps = model.logits_and_maps(x.contiguous(memory_format=torch.channels_last))
-                loss = F.cross_entropy(logits, y_all[idx], weight=class_w, label_smoothing=cfg.label_smoothing)
+            pos = perm[batch]
+            x, m = augment.with_masks(x_all[idx], masks_t[pos] if cfg.mask_weight else None, gen)
+            x = x.contiguous(memory_format=torch.channels_last)
+            logits, maps = model.logits_and_maps(x) if cfg.mask_weight else (model(x), None)
+            loss = F.cross_entropy(logits, y_all[idx], weight=class_w, label_smoothing=cfg.label_smoothing)
+            if cfg.mask_weight and has_mask[pos].any():  # the alignment term, on the images with a mask
                 has = has_mask[pos]
-                if has.any():
-                    outside = share_outside_mask(maps[has], m[has], y_all[idx][has])
-                    loss = loss + cfg.mask_weight * outside.mean()
-            else:
-                x = augment(x_all[idx], gen).contiguous(memory_format=torch.channels_last)
-                loss = F.cross_entropy(model(x), y_all[idx], weight=class_w, label_smoothing=cfg.label_smoothing)
+                outside = share_outside_mask(maps[has], m[has], y_all[idx][has])
+                loss = loss + cfg.mask_weight * outside.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
