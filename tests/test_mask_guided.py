@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from braintumour import audit, data, folds
 from braintumour.explain import CamExplainer
 from braintumour.models import build_model, target_layer
-from braintumour.train import TrainConfig, share_outside_mask, train
+from braintumour.train import TrainConfig, mask_alignment_loss, train
 from braintumour.transforms import Augment
 
 
@@ -38,16 +38,22 @@ def test_guided_model_has_a_16px_map_at_128px_and_stays_small():
     assert sum(p.numel() for p in model.parameters()) < 1.5e6
 
 
-def test_share_outside_mask_known_answers():
-    maps = torch.zeros(3, 4, 4, 4)
-    masks = torch.zeros(3, 8, 8)
+def test_mask_alignment_loss_rewards_evidence_inside_and_never_goes_flat():
+    masks = torch.zeros(4, 8, 8)
     masks[:, :4, :] = 1  # top half of the image
-    maps[0, 1, :2, :] = 1.0  # class 1, all evidence in the top half: nothing outside
-    maps[1, 2, 2:, :] = 1.0  # class 2, all evidence in the bottom half: everything outside
-    maps[2, 3] = 1.0  # class 3, evidence everywhere: half outside
-    maps[2, 0] = -5.0  # other classes and negative evidence do not count
-    share = share_outside_mask(maps, masks, torch.tensor([1, 2, 3]))
-    np.testing.assert_allclose(share.numpy(), [0.0, 1.0, 0.5], atol=1e-5)
+    maps = torch.zeros(4, 4, 4, 4)
+    maps[0, 1, :2, :], maps[0, 1, 2:, :] = 20.0, -20.0  # class 1: evidence exactly on the mask
+    maps[1, 2, :2, :], maps[1, 2, 2:, :] = -20.0, 20.0  # class 2: evidence exactly off the mask
+    maps[2, 3] = 0.0  # class 3: undecided everywhere
+    maps[3, 0] = -20.0  # class 0: negative everywhere, the map Grad-CAM shows blank
+    maps[0, 0] = 99.0  # other classes' maps do not count
+    maps.requires_grad_(True)
+    loss = mask_alignment_loss(maps, masks, torch.tensor([1, 2, 3, 0]))
+    np.testing.assert_allclose(loss[:3].detach().numpy(), [0.0, 20.0, np.log(2)], atol=1e-4)
+    assert loss[3] > 9  # half the cells wrong by a logit of 20
+    loss[3].backward()
+    grad = maps.grad[3, 0]
+    assert (grad[:2] < -1e-3).all()  # a blank map still gets a push upwards inside the mask
 
 
 def test_augmentation_moves_a_mask_with_its_image_and_keeps_the_random_stream():

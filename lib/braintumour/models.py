@@ -94,9 +94,10 @@ class MaskGuidedCNN(BrainTumourCNN):
       logits are the spatial mean of per-class maps (Zhou et al., 2016, CAM). Grad-CAM on `fuse`
       is then exactly the rectified class map (its weights are the 1x1 kernel divided by the number
       of cells), so the map the loss trains is the map Grad-CAM shows, not a proxy.
-    - `class_maps` exposes those maps to the training loss (`mask_weight` in TrainConfig): the
-      share of the true class's rectified map outside the expert mask is penalised on Training
-      images that have a mask ("right for the right reasons", Ross et al., 2017).
+    - `class_maps` exposes those maps to the training loss (`mask_weight` in TrainConfig): on
+      Training images that have a mask, the true class's map is trained towards the expert mask
+      (`train.mask_alignment_loss`; GAIN, Li et al., 2018; "right for the right reasons", Ross et
+      al., 2017).
     About 1.1 M parameters and 140 M multiply-adds at 128 px (the custom CNN: 0.93 M, 100 M).
     """
 
