@@ -101,3 +101,22 @@ def test_mask_guided_training_runs_and_needs_masks(tmp_path):
     assert len(history) == 2 and np.isfinite(history.train_loss).all()
     with pytest.raises(ValueError, match="train_masks"):
         train(cfg, images, labels, train_idx, val_idx, np.ones(4), tmp_path / "other", progress=False)
+
+
+def test_mask_guided_sentence_reads_the_metrics_file_schema():
+    from braintumour.summary import mask_guided_sentence
+
+    score = {"all": {"pointing": {"mean": 0.61}, "energy": {"mean": 0.33}}}
+    guided = {
+        "seeds": [0, 1, 2],
+        "ablation": [{"variant": "plain custom CNN (notebook 03/05)", "Testing accuracy": "0.9705 ± 0.0029",
+                      "pointing": 0.276, "energy": 0.032},
+                     {"variant": "(b) + mask term", "Testing accuracy": "0.9746 ± 0.0038", "pointing": 0.808,
+                      "energy": 0.52}],
+        "test_over_seeds": {"accuracy": {"mean": 0.9746, "sd": 0.0038}},
+        "unseen_patients": {"gradcam": score, "over_folds": {"all images": {"accuracy": {"mean": 0.9}}}},
+    }
+    text = mask_guided_sentence(guided)
+    for part in ("3 seeds", "97.46% ± 0.38%", "plain: 0.9705 ± 0.0029", "pointing game 0.81",
+                 "energy inside the mask 0.52", "plain: 0.28 and 0.03", "pointing 0.61, energy 0.33, accuracy 90.0%"):
+        assert part in text, (part, text)

@@ -82,6 +82,9 @@ def test_smoke_baselines_share_the_custom_cnn_schema_and_are_compared(smoke_repo
     cams = json.loads((metrics / "gradcam.json").read_text())
     assert {"custom_cnn", "vgg16_bn", "resnet50"} <= set(cams["models"])
     assert cams["common_subset"]["images"] > 0
+    score = cams["scorecam_common_subset"]  # Score-CAM for every model, on the same images
+    assert score["images"] > 0 and {"Custom CNN (ours)", "VGG-16 (BN)", "ResNet-50"} <= set(score["scores"])
+    assert {m["scorecam_images"] for n, m in cams["models"].items() if n != "custom_cnn"} == {score["images"]}
     for ext in ("png", "pdf"):
         assert (smoke_reports / "figures" / f"baselines_macro_f1.{ext}").is_file()
         assert (smoke_reports / "figures" / f"gradcam_models.{ext}").is_file()

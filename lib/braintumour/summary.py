@@ -160,8 +160,27 @@ def readme_block(metrics_dir: Path | None = None) -> str:
             f"{'same epochs' if budget is None else f'{budget:.0f} s of training per run'}): accuracy on the "
             f"figshare images, official split -> held-out patients: {'; '.join(words)}."
         )
+    guided = load_metrics("mask_guided", metrics_dir)
+    if guided is not None:
+        lines.append(mask_guided_sentence(guided))
     lines += ["", MARK_END]
     return "\n".join(lines)
+
+
+def mask_guided_sentence(guided: dict) -> str:
+    """One sentence on notebook 07's model (`mask_guided.json`): accuracy and Grad-CAM scores, plain beside it."""
+    rows = {r["variant"].split(" (")[0] if r["variant"].startswith("plain") else r["variant"]: r
+            for r in guided["ablation"]}
+    g, p = rows["(b) + mask term"], rows["plain custom CNN"]
+    acc = guided["test_over_seeds"]["accuracy"]
+    unseen = guided["unseen_patients"]
+    held = unseen["gradcam"]["all"]
+    return (f"Mask-guided custom CNN (notebook 07, Training masks only, {len(guided['seeds'])} seeds): Testing "
+            f"accuracy {acc['mean']:.2%} ± {acc['sd']:.2%} (plain: {p['Testing accuracy']}); Grad-CAM on the "
+            f"masked Testing images, pointing game {g['pointing']:.2f} and energy inside the mask {g['energy']:.2f} "
+            f"(plain: {p['pointing']:.2f} and {p['energy']:.2f}); held-out patients: pointing "
+            f"{held['pointing']['mean']:.2f}, energy {held['energy']['mean']:.2f}, "
+            f"accuracy {unseen['over_folds']['all images']['accuracy']['mean']:.1%}.")
 
 
 def rewrite_readme(readme: Path, metrics_dir: Path | None = None) -> bool:
