@@ -169,9 +169,7 @@ def readme_block(metrics_dir: Path | None = None) -> str:
 
 def mask_guided_sentence(guided: dict) -> str:
     """One sentence on notebook 07's model (`mask_guided.json`): accuracy and Grad-CAM scores, plain beside it."""
-    rows = {r["variant"].split(" (")[0] if r["variant"].startswith("plain") else r["variant"]: r
-            for r in guided["ablation"]}
-    g, p = rows["(b) + mask term"], rows["plain custom CNN"]
+    g, p = (next(r for r in guided["ablation"] if r["variant"].startswith(v)) for v in ("(b)", "plain"))
     acc = guided["test_over_seeds"]["accuracy"]
     unseen = guided["unseen_patients"]
     held = unseen["gradcam"]["all"]
