@@ -38,6 +38,14 @@ def test_energy_and_iou_known_answers():
     assert explain.energy_in_mask(np.zeros((32, 32)), mask) == 0.0
 
 
+def test_blank_share_counts_maps_with_no_positive_evidence():
+    maps = np.zeros((4, 8, 8))
+    maps[1, 2, 3] = 0.2
+    maps[3] = 1.0
+    assert explain.blank_share(maps) == pytest.approx(0.5)
+    assert explain.blank_share(np.zeros((0, 8, 8))) == 0.0
+
+
 def test_centred_gaussian_peaks_in_the_middle():
     g = explain.centred_gaussian(33)
     assert np.unravel_index(g.argmax(), g.shape) == (16, 16)
@@ -94,3 +102,15 @@ def test_head_mask_and_energy_by_region_known_answers():
     np.testing.assert_allclose(parts, 1.0)
     assert shares["area: tumour"].iloc[0] == pytest.approx(64 / size**2)
     assert np.isnan(explain.energy_by_region(np.zeros((size, size)), tumour, head)["tumour"])  # empty map
+
+
+def test_road_scores_do_not_depend_on_the_global_random_state():
+    torch.manual_seed(0)
+    model = build_model("custom_cnn").eval()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (2, 32, 32), dtype=np.uint8)
+    heat = rng.random((2, 32, 32)).astype(np.float32)
+    torch.manual_seed(1)
+    first = explain.road_scores(model, images, heat, np.array([0, 1]), percentiles=(50,))
+    torch.randn(1000)  # other work in between moves the global stream
+    assert explain.road_scores(model, images, heat, np.array([0, 1]), percentiles=(50,)) == first

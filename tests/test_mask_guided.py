@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from braintumour import audit, data, folds
 from braintumour.explain import CamExplainer
 from braintumour.models import build_model, target_layer
-from braintumour.train import TrainConfig, mask_alignment_loss, train
+from braintumour.train import TrainConfig, mask_alignment_loss, train, tumour_coverage
 from braintumour.transforms import Augment
 
 
@@ -54,6 +54,41 @@ def test_mask_alignment_loss_rewards_evidence_inside_and_never_goes_flat():
     loss[3].backward()
     grad = maps.grad[3, 0]
     assert (grad[:2] < -1e-3).all()  # a blank map still gets a push upwards inside the mask
+
+
+def test_tumour_coverage_is_relative_to_the_best_covered_cell():
+    masks = torch.zeros(2, 8, 8)
+    masks[0, :2, :3] = 1  # all of cell (0, 0), half of cell (0, 1)
+    masks[1, 7, 7] = 1  # one pixel: a quarter of cell (3, 3)
+    cover = tumour_coverage(masks, (4, 4))
+    assert cover[0, 0, 0] == 1 and cover[0, 0, 1] == 0.5 and cover[0].sum() == 1.5
+    assert cover[1, 3, 3] == 1 and cover[1].sum() == 1
+
+
+def test_mask_alignment_loss_asks_for_evidence_on_a_small_tumour():
+    masks = torch.zeros(1, 8, 8)
+    masks[0, 0, 0] = 1  # one pixel: a quarter of cell (0, 0), as a small pituitary tumour at 8 px a cell
+    on = torch.full((1, 1, 4, 4), -20.0)
+    on[0, 0, 0, 0] = 20.0  # evidence in that cell only
+    off = torch.full((1, 1, 4, 4), -20.0)  # blank
+    assert mask_alignment_loss(on, masks, torch.tensor([0])) < 1e-4
+    assert mask_alignment_loss(off, masks, torch.tensor([0])) > 9
+
+
+def test_the_budget_probe_times_the_guided_step_with_its_mask_term(monkeypatch):
+    from braintumour import train as train_module
+
+    x = (torch.rand(4, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    y = torch.tensor([0, 1, 2, 3])
+    masks = torch.zeros(4, 32, 32, dtype=torch.uint8)
+    masks[:2, 8:16, 8:16] = 1  # two of the four images have a tumour outline
+    calls = []
+    real = train_module.mask_alignment_loss
+    monkeypatch.setattr(train_module, "mask_alignment_loss", lambda *a: calls.append(1) or real(*a))
+    cfg = TrainConfig(model="custom_cnn_guided", image_size=32, time_budget_s=10.0, mask_weight=1.0)
+    plan = train_module.plan_steps(build_model("custom_cnn_guided"), cfg, x, y, n_val=8, steps_per_epoch=2, masks=masks)
+    assert len(calls) == 4  # one kernel-choice step and 3 timed ones, each with the mask term
+    assert plan["steps"] == max(1, int(10.0 / (plan["step_seconds"] + plan["val_seconds"] / 2)))
 
 
 def test_augmentation_moves_a_mask_with_its_image_and_keeps_the_random_stream():

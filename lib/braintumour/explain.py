@@ -83,6 +83,13 @@ def energy_in_mask(heatmap: np.ndarray, mask: np.ndarray) -> float:
     return float(heatmap[mask].sum() / total) if total > 0 else 0.0
 
 
+def blank_share(heatmaps: np.ndarray) -> float:
+    """Share of heatmaps (N, H, W) that are zero everywhere: Grad-CAM found no positive evidence for
+    the class (the class map is negative over the whole image, and the CAM's ReLU removes it all).
+    Such a map scores a pointing-game miss and no energy, whether the prediction is right or not."""
+    return float((heatmaps.reshape(len(heatmaps), -1).max(axis=1) <= 0).mean()) if len(heatmaps) else 0.0
+
+
 def iou_at(heatmap: np.ndarray, mask: np.ndarray, threshold: float = 0.5) -> float:
     """IoU between the mask and the heatmap thresholded at `threshold` of its maximum."""
     top = heatmap.max()
@@ -188,6 +195,7 @@ def road_scores(
     heatmaps: np.ndarray,
     targets: np.ndarray,
     percentiles: tuple[int, ...] = (20, 50, 80),
+    seed: int = 0,
 ) -> dict[str, float]:
     """ROAD (Rong et al., 2022) with pytorch-grad-cam's metrics: the mean change of the target's softmax
     confidence after removing (imputing) the most relevant pixels first (MoRF: lower is more faithful)
@@ -198,8 +206,12 @@ def road_scores(
     x = to_input(torch.from_numpy(images))
     t = [ClassifierOutputSoftmaxTarget(int(c)) for c in targets]
     model.eval()
-    morf = ROADMostRelevantFirstAverage(list(percentiles))(x, heatmaps, t, model)
-    lerf = ROADLeastRelevantFirstAverage(list(percentiles))(x, heatmaps, t, model)
+    # ROAD's imputer adds torch.randn noise from the global stream, whose state depends on whatever
+    # ran before in the kernel: a fixed seed here keeps a rerun's ROAD numbers identical.
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        morf = ROADMostRelevantFirstAverage(list(percentiles))(x, heatmaps, t, model)
+        lerf = ROADLeastRelevantFirstAverage(list(percentiles))(x, heatmaps, t, model)
     return {
         "morf": float(np.mean(morf)),
         "lerf": float(np.mean(lerf)),
