@@ -265,11 +265,11 @@ def mask_alignment_loss(maps: torch.Tensor, masks: torch.Tensor, targets: torch.
     cross-entropy keeps a gradient everywhere and asks for positive evidence inside the mask.
     Why relative coverage? The plain fraction of each cell inside the mask asks for a negative logit
     wherever a tumour covers under half a cell: at 8 pixels a cell, every cell of a small pituitary
-    tumour, whose maps then came out blank (45 of the 55 blank Testing maps of stop 14's model were
-    pituitary). "Any tumour in the cell" (target 1 on every touched cell) fixed that but spread the
-    map over the tumour's border cells and lowered the energy inside the mask (fold-1 pilot: pointing
-    0.63 -> 0.79, energy 0.36 -> 0.23). Relative coverage asks for positive evidence on the tumour's
-    core whatever its size, and little on cells it only grazes."""
+    tumour, whose maps then came out blank (most blank maps of that version were pituitary).
+    "Any tumour in the cell" (target 1 on every touched cell) fixed that but, in a pilot on one fold,
+    spread the map over the tumour's border cells and lowered the energy inside the mask. Relative
+    coverage asks for positive evidence on the tumour's core whatever its size, and little on cells
+    it only grazes."""
     logits = maps[torch.arange(len(targets)), targets]
     inside = tumour_coverage(masks, logits.shape[-2:])
     bce = F.binary_cross_entropy_with_logits(logits, inside, reduction="none")
