@@ -23,8 +23,9 @@ def test_gradcam_of_the_guided_model_is_its_rectified_class_map():
         maps = model.class_maps(to_input(torch.from_numpy(images)))
     # An untrained map can be negative everywhere (Grad-CAM blank, nothing to correlate): take each
     # image's class with the strongest positive evidence.
-    targets = maps.amax(dim=(2, 3)).argmax(1).numpy()
-    assert (maps.amax(dim=(2, 3)).amax(1) > 0).all()
+    peaks = maps.amax(dim=(2, 3))
+    targets = peaks.argmax(1).numpy()
+    assert (peaks.amax(1) > 0).all()
     with CamExplainer(model, "gradcam") as cam:
         heat = cam(images, targets)
     for i, t in enumerate(targets):

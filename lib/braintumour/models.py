@@ -102,8 +102,8 @@ class MaskGuidedCNN(BrainTumourCNN):
       then one depthwise-separable 3x3 conv-BN-ReLU (`fuse`, the Grad-CAM target layer). An 8 x 8 cell
       covers 16 x 16 pixels at 128 px, larger than many pituitary tumours. Separable, not a dense 3x3:
       at 16 x 16 a dense 3x3 conv was the network's most expensive layer (about 38 M of 140 M
-      multiply-adds), its training step 1.4x the plain model's against 1.14x separable, and under the
-      cpu profile's fixed wall-clock budget those are training steps the model does not get.
+      multiply-adds), and under the cpu profile's fixed wall-clock budget its cost is training steps
+      the model does not get (each run's measured step time is kept in its `plan.json`).
     - The classifier is a bias-free 1x1 conv on that map, averaged over space, plus a bias: the
       logits are the spatial mean of per-class maps (Zhou et al., 2016, CAM). Grad-CAM on `fuse`
       is then exactly the rectified class map (its weights are the 1x1 kernel divided by the number
