@@ -74,6 +74,30 @@ def test_gradcam_runs_on_every_model_in_the_factory(name):
         _check(cam(IMAGES, np.array([1, 2])))
 
 
+@pytest.mark.parametrize("name", ["custom_cnn", "resnet50"])
+def test_shared_pass_cams_equal_one_call_per_method(name):
+    methods = [m for m in explain.CAM_METHODS if m != "scorecam"]
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    images = np.random.default_rng(1).integers(0, 255, (5, 64, 64), dtype=np.uint8)
+    targets = np.array([0, 1, 2, 3, 1])
+    with explain.MultiCamExplainer(model, methods, batch_size=3) as cams:
+        shared = cams(images, targets)
+    assert not model._forward_hooks  # every hook released on exit
+    for method in methods:
+        with explain.CamExplainer(model, method, batch_size=3) as cam:
+            alone = cam(images, targets)
+        assert shared[method].shape == (5, 64, 64)
+        np.testing.assert_allclose(shared[method], alone, atol=1e-5, err_msg=method)
+    assert shared["gradcam"].max() > 0
+    assert not np.allclose(shared["gradcam"], shared["eigencam"])  # each method kept its own weighting
+
+
+def test_shared_pass_cams_refuse_score_cam():
+    with pytest.raises(ValueError, match="scorecam"):
+        explain.MultiCamExplainer(build_model("custom_cnn"), ["gradcam", "scorecam"])
+
+
 def test_overlay_is_rgb_uint8():
     img = np.full((16, 16), 100, np.uint8)
     out = explain.overlay(img, np.linspace(0, 1, 256).reshape(16, 16).astype(np.float32))
