@@ -18,7 +18,7 @@ import torch
 from braintumour import explain
 from braintumour.models import build_model
 
-METHODS = [m for m in explain.CAM_METHODS if m != "scorecam"]
+METHODS = list(explain.SHARED_PASS_METHODS)
 
 
 def main() -> None:

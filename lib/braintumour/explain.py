@@ -26,6 +26,15 @@ CAM_METHODS = {
     "eigencam": EigenCAM,
     "scorecam": ScoreCAM,
 }
+# The methods that read one layer's activations (and gradients) from a single pass; Score-CAM runs its own.
+SHARED_PASS_METHODS = tuple(m for m in CAM_METHODS if m != "scorecam")
+
+
+def _batches(images: np.ndarray, targets: np.ndarray, batch_size: int):
+    """(input tensor, pytorch-grad-cam targets) per batch of uint8 images and class indices."""
+    for start in range(0, len(images), batch_size):
+        x = to_input(torch.from_numpy(images[start : start + batch_size]))
+        yield x, [ClassifierOutputTarget(int(c)) for c in targets[start : start + batch_size]]
 
 
 class CamExplainer:
@@ -42,11 +51,7 @@ class CamExplainer:
             self.cam.batch_size = 64  # forward passes per channel batch
 
     def __call__(self, images: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        out = []
-        for start in range(0, len(images), self.batch_size):
-            x = to_input(torch.from_numpy(images[start : start + self.batch_size]))
-            t = [ClassifierOutputTarget(int(c)) for c in targets[start : start + self.batch_size]]
-            out.append(self.cam(input_tensor=x, targets=t))
+        out = [self.cam(input_tensor=x, targets=t) for x, t in _batches(images, targets, self.batch_size)]
         return np.concatenate(out).astype(np.float32)
 
     def __enter__(self) -> CamExplainer:
@@ -63,15 +68,15 @@ class MultiCamExplainer:
     HiResCAM, LayerCAM and Eigen-CAM all read the same activations (and gradients) of the same target
     layer; they differ only in how they weight them. So the methods share one recorder of activations
     and gradients: the first method that needs gradients runs the passes, the others apply their own
-    weighting (the library's `compute_cam_per_layer`) to what it recorded. For VGG-16 that is about a
-    quarter of the compute of five separate calls, with the same maps. Score-CAM runs its own
-    forward passes and is not accepted here.
+    weighting (the library's `compute_cam_per_layer`) to what it recorded: the same maps for a fraction
+    of the passes (`benchmarks/cam_shared_pass.py` times it). Score-CAM runs its own forward passes and
+    is not accepted here.
     """
 
     def __init__(self, model: torch.nn.Module, methods: list[str], batch_size: int = 32) -> None:
-        bad = [m for m in methods if m not in CAM_METHODS or m == "scorecam"]
+        bad = [m for m in methods if m not in SHARED_PASS_METHODS]
         if bad or not methods:
-            choices = ", ".join(m for m in CAM_METHODS if m != "scorecam")
+            choices = ", ".join(SHARED_PASS_METHODS)
             raise ValueError(f"unknown or unsupported CAM method(s) {bad or methods!r}; choose from {choices}")
         self.model = model.eval()
         self.batch_size = batch_size
@@ -88,9 +93,7 @@ class MultiCamExplainer:
 
     def __call__(self, images: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
         out: dict[str, list[np.ndarray]] = {m: [] for m in self.cams}
-        for start in range(0, len(images), self.batch_size):
-            x = to_input(torch.from_numpy(images[start : start + self.batch_size]))
-            t = [ClassifierOutputTarget(int(c)) for c in targets[start : start + self.batch_size]]
+        for x, t in _batches(images, targets, self.batch_size):
             out[self.runner].append(self.cams[self.runner](input_tensor=x, targets=t))
             for method, cam in self.cams.items():
                 if method != self.runner:
