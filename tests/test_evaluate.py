@@ -75,3 +75,14 @@ def test_summary_over_seeds():
     assert s["accuracy"]["mean"] == pytest.approx(0.875)
     assert s["accuracy"]["sd"] == pytest.approx(np.std([1, 0.75], ddof=1))
     assert s["per_class_recall"]["pituitary"]["mean"] == pytest.approx(0.5)
+
+
+def test_recall_by_group_by_hand():
+    y_true = np.array([0, 0, 0, 1, 1, 2])
+    y_pred = np.array([0, 1, 0, 1, 2, 2])
+    groups = np.array([0, 0, 1, 1, 1, 0])
+    out = evaluate.recall_by_group(y_true, y_pred, groups, {0: "a", 1: "b"})
+    assert out["glioma"] == {"a": 0.5, "a images": 2, "b": 1.0, "b images": 1}
+    assert out["meningioma"] == {"b": 0.5, "b images": 2}
+    assert out["notumor"] == {"a": 1.0, "a images": 1}
+    assert "pituitary" not in out

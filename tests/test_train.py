@@ -159,3 +159,36 @@ def test_run_key_ignores_unset_options_but_not_a_budget(tiny):
     key = runs.run_key(_cfg(), split, "fp")
     assert runs.run_key(_cfg(time_budget_s=None), split, "fp") == key
     assert runs.run_key(_cfg(time_budget_s=60.0), split, "fp") != key
+
+
+def test_source_weights_of_one_give_the_class_weighted_loss(tiny):
+    # The per-image weighted mean must reduce to PyTorch's class-weighted mean (label smoothing and all)
+    # when every multiplier is 1, and move when they are not.
+    from braintumour.models import build_model
+    from braintumour.train import batch_loss
+
+    images, labels, split = tiny
+    x = torch.from_numpy(images[split.train[:16]])
+    y = torch.from_numpy(labels[split.train[:16]].astype(np.int64))
+    model = build_model("custom_cnn").eval()  # eval: no dropout, the same logits in every call
+    cfg, class_w = _cfg(), torch.tensor([0.5, 1.0, 2.0, 1.5])
+
+    def loss(sample_w):
+        return batch_loss(model, cfg, Augment(), x, y, None, class_w, torch.Generator().manual_seed(0), sample_w)
+
+    plain = loss(None)
+    torch.testing.assert_close(loss(torch.ones(16)), plain)
+    torch.testing.assert_close(loss(torch.full((16,), 3.0)), plain)  # a common factor cancels
+    assert not torch.isclose(loss(torch.linspace(0.2, 3.0, 16)), plain)
+
+
+def test_source_balance_needs_groups_and_enters_the_run_key(tiny, tmp_path):
+    images, labels, split = tiny
+    cfg = _cfg(epochs=1, source_balance=0.5)
+    w = splits.class_weights(labels[split.train])
+    with pytest.raises(ValueError, match="needs train_groups"):
+        train(cfg, images, labels, split.train, split.val, w, tmp_path / "run", progress=False)
+    groups = np.arange(len(split.train)) % 2
+    key = runs.run_key(cfg, split, "fp", train_groups=groups)
+    assert runs.run_key(cfg, split, "fp", train_groups=1 - groups) != key
+    assert runs.run_key(_cfg(epochs=1), split, "fp") != key

@@ -177,6 +177,20 @@ def headline_present(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     }
 
 
+def recall_by_group(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray,
+                    group_names: dict[int, str]) -> dict[str, dict[str, float]]:
+    """Per class, recall within each group that has images of it (`{class: {group name: recall}}`),
+    with the image counts: where an average hides a subgroup the model fails (`splits.source_groups`)."""
+    out: dict[str, dict[str, float]] = {}
+    for c, name in enumerate(CLASSES):
+        for g, g_name in group_names.items():
+            sel = (y_true == c) & (groups == g)
+            if sel.any():
+                out.setdefault(name, {})[g_name] = float((y_pred[sel] == c).mean())
+                out[name][f"{g_name} images"] = int(sel.sum())
+    return out
+
+
 def mcnemar(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict[str, float]:
     """Exact McNemar test for two classifiers on the same images (Dietterich, 1998).
 

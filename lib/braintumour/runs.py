@@ -52,7 +52,8 @@ class RunResult:
         return float(len(self.history))
 
 
-def run_key(cfg: TrainConfig, split: Split, data_fingerprint: str, train_masks: np.ndarray | None = None) -> str:
+def run_key(cfg: TrainConfig, split: Split, data_fingerprint: str, train_masks: np.ndarray | None = None,
+            train_groups: np.ndarray | None = None) -> str:
     """Hash of everything that determines a run's weights: the config with the augmentation and
     architecture it resolves to (so a changed library default retrains), the split and the data.
     Threads are left out: results do not depend on them. Options left at None are left out too, so
@@ -66,6 +67,8 @@ def run_key(cfg: TrainConfig, split: Split, data_fingerprint: str, train_masks: 
     h.update(data_fingerprint.encode())
     if train_masks is not None:  # the masks are not part of the data fingerprint
         h.update(np.ascontiguousarray(train_masks).tobytes())
+    if train_groups is not None:
+        h.update(np.ascontiguousarray(train_groups).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -81,10 +84,12 @@ def train_or_load(
     runs_root: Path | None = None,
     progress: bool = True,
     train_masks: np.ndarray | None = None,
+    train_groups: np.ndarray | None = None,
 ) -> RunResult:
     """Train one run, or reuse the finished run with the same key. `train_masks`: for mask-guided
-    runs, aligned with `split.train` (see `data.training_masks`)."""
-    key = run_key(cfg, split, data_fingerprint, train_masks)
+    runs, aligned with `split.train` (see `data.training_masks`); `train_groups`: for source-balanced
+    runs, aligned with `split.train` (`splits.source_groups`)."""
+    key = run_key(cfg, split, data_fingerprint, train_masks, train_groups)
     run_dir = (runs_root or interim_dir() / "runs") / f"{cfg.model}-seed{cfg.seed}-{key}"
     done = run_dir / "done.json"
     if retrain and run_dir.exists():
@@ -103,7 +108,7 @@ def train_or_load(
         )
     t0 = time.perf_counter()
     model, history = train(cfg, images, labels, split.train, split.val, weights, run_dir, progress=progress,
-                           train_masks=train_masks)
+                           train_masks=train_masks, train_groups=train_groups)
     # Wall-clock of the whole run as the epochs recorded it (resumed runs add up their parts).
     seconds = float(history.seconds.sum() + history.eval_seconds.sum()) if len(history) else time.perf_counter() - t0
     _, payload = load_checkpoint(run_dir / "best.pt")

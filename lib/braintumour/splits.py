@@ -84,6 +84,37 @@ def class_weights(labels: np.ndarray, method: str = "inverse") -> np.ndarray:
     raise ValueError(f"unknown class-weight method {method!r}; use 'inverse', 'effective' or 'none'")
 
 
+SOURCE_GROUP_NAMES: dict[int, str] = {0: "512 x 512", 1: "other size"}
+
+
+def source_groups(manifest: pd.DataFrame) -> np.ndarray:
+    """Which collection each image most likely comes from, by its original size: 0 for 512 x 512
+    scan exports (figshare and most of SARTAJ), 1 for every other size (web-collected images, nearly
+    all of the no-tumour class). Class and source are entangled in this archive: in Training, 99% of
+    other-size images are *notumor*, so image appearance alone predicts "no tumour" (the leakage
+    audit's shortcut classifier), and the other-size meningiomas are the images the custom CNN fits
+    worst, in Training as in Testing (notebook 03 shows accuracy per class and source group)."""
+    square = (manifest.width.to_numpy() == 512) & (manifest.height.to_numpy() == 512)
+    return np.where(square, 0, 1)
+
+
+def source_balance(labels: np.ndarray, groups: np.ndarray, power: float) -> np.ndarray:
+    """Per-image loss multipliers that weaken the class-source entanglement (`source_groups`):
+    within each class, an image of source group g gets (n_c / (G_c * n_cg)) ** power, where n_c is
+    the class's count, n_cg its count in group g and G_c its number of groups. power 1 gives every
+    group of a class equal total weight; 0 changes nothing; in between tempers the boost, so a group
+    of a few dozen images is not asked to carry half its class. Multiplies the class weights."""
+    if power < 0:
+        raise ValueError(f"source_balance power must be >= 0, got {power}")
+    out = np.ones(len(labels), dtype=np.float64)
+    for c in np.unique(labels):
+        in_c = labels == c
+        present, counts = np.unique(groups[in_c], return_counts=True)
+        for g, n_cg in zip(present, counts, strict=True):
+            out[in_c & (groups == g)] = (in_c.sum() / (len(present) * n_cg)) ** power
+    return out
+
+
 def load_test_dedup(dataset: Dataset) -> np.ndarray:
     """Manifest rows of the leakage-free Testing subset (Testing images with no near-duplicate in
     Training), as written by notebook 01 to `reports/test_dedup.csv`."""

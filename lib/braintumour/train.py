@@ -27,6 +27,7 @@ from tqdm import tqdm
 from braintumour import files
 from braintumour.evaluate import predict_proba
 from braintumour.models import build_model
+from braintumour.splits import source_balance
 from braintumour.transforms import Augment, to_input
 
 # AdamW's peak learning rate where an architecture needs another than TrainConfig's 3e-3: the
@@ -58,6 +59,9 @@ class TrainConfig:
     # Weight of the mask-alignment term (models with `logits_and_maps`, Training images with an
     # expert mask): `mask_alignment_loss`, the true class's map against the mask. None: plain loss.
     mask_weight: float | None = None
+    # Power of `splits.source_balance`: per-image loss multipliers, within each class, that boost
+    # the source groups (`splits.source_groups`) the class has few images of. None: class weights only.
+    source_balance: float | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -83,11 +87,13 @@ def train(
     stop_after_epochs: int | None = None,
     progress: bool = True,
     train_masks: np.ndarray | None = None,
+    train_groups: np.ndarray | None = None,
 ) -> tuple[torch.nn.Module, pd.DataFrame]:
     """Train `cfg.model` on images[train_idx], select on images[val_idx]; return (best model, history).
 
     `train_masks` (aligned with `train_idx`, all zero where an image has none) are needed when
-    `cfg.mask_weight` is set; only training images' masks are ever passed in.
+    `cfg.mask_weight` is set; only training images' masks are ever passed in. `train_groups` (aligned
+    with `train_idx`, `splits.source_groups`) are needed when `cfg.source_balance` is set.
 
     `run_dir` receives `last.pt` (every epoch, for resume), `best.pt` (best validation macro-F1)
     and `history.csv`. If `run_dir/last.pt` exists with the same config, training resumes from it.
@@ -113,6 +119,12 @@ def train(
             raise ValueError(f"mask_weight={cfg.mask_weight} needs train_masks aligned with the {len(train_idx)} "
                              "training images")
         masks_t = torch.from_numpy(train_masks)
+    sample_w = None  # per-image multipliers of the class weights, aligned with train_idx
+    if cfg.source_balance is not None:
+        if train_groups is None or len(train_groups) != len(train_idx):
+            raise ValueError(f"source_balance={cfg.source_balance} needs train_groups aligned with the "
+                             f"{len(train_idx)} training images")
+        sample_w = torch.from_numpy(source_balance(labels[train_idx], train_groups, cfg.source_balance)).float()
 
     last = run_dir / "last.pt"
     ckpt = torch.load(last, map_location="cpu", weights_only=False) if last.is_file() else None
@@ -125,7 +137,8 @@ def train(
             first = train_idx[: cfg.batch_size]
             probe_masks = masks_t[: cfg.batch_size] if cfg.mask_weight else None
             plan = plan_steps(model, cfg, x_all[first], y_all[first], len(val_idx), steps_per_epoch,
-                              masks=probe_masks, class_weights=class_w)
+                              masks=probe_masks, class_weights=class_w,
+                              sample_weights=None if sample_w is None else sample_w[: cfg.batch_size])
             total_steps = min(total_steps, plan["steps"])
         state = {"epoch": 0, "best_f1": -1.0, "bad_epochs": 0, "history": [], "total_steps": total_steps}
         files.write_json(run_dir / "plan.json", {"total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
@@ -162,7 +175,7 @@ def train(
             idx = order[batch]
             pos = perm[batch]
             loss = batch_loss(model, cfg, augment, x_all[idx], y_all[idx], masks_t[pos] if cfg.mask_weight else None,
-                              class_w, gen)
+                              class_w, gen, None if sample_w is None else sample_w[pos])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -236,14 +249,22 @@ def batch_loss(
     masks: torch.Tensor | None,
     class_weights: torch.Tensor,
     gen: torch.Generator,
+    sample_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The training loss of one uint8 batch: augment it (masks warped with their images), class-weighted
     cross-entropy, plus `cfg.mask_weight` times the mask-alignment term on the images that have a mask.
+    `sample_weights` multiply each image's class weight (`cfg.source_balance`); the loss stays a
+    weighted mean, normalised by the batch's total weight as PyTorch's class-weighted mean is.
     One function for the training loop and the budget probe, so the probe times the real step."""
     x, m = augment.with_masks(images, masks if cfg.mask_weight else None, gen)
     x = x.contiguous(memory_format=torch.channels_last)
     logits, maps = model.logits_and_maps(x) if cfg.mask_weight else (model(x), None)
-    loss = F.cross_entropy(logits, targets, weight=class_weights, label_smoothing=cfg.label_smoothing)
+    if sample_weights is None:
+        loss = F.cross_entropy(logits, targets, weight=class_weights, label_smoothing=cfg.label_smoothing)
+    else:
+        per_image = F.cross_entropy(logits, targets, weight=class_weights, label_smoothing=cfg.label_smoothing,
+                                    reduction="none")
+        loss = (per_image * sample_weights).sum() / (class_weights[targets] * sample_weights).sum()
     if cfg.mask_weight:
         has = masks.flatten(1).amax(1) > 0  # images without a mask train as before
         if has.any():
@@ -295,6 +316,7 @@ def plan_steps(
     *,
     masks: torch.Tensor | None = None,
     class_weights: torch.Tensor | None = None,
+    sample_weights: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """How many optimiser steps fit in `cfg.time_budget_s`, from timing a few real training steps
     (`batch_loss` on the uint8 batch `x` with its `masks`: augmentation, mask term and all) on a copy
@@ -303,7 +325,8 @@ def plan_steps(
     rng = torch.get_rng_state()
     probe = copy.deepcopy(model)
     augment, gen = Augment(**cfg.augment), torch.Generator().manual_seed(cfg.seed)
-    step_s = step_seconds(probe, lambda m: batch_loss(m, cfg, augment, x, y, masks, class_weights, gen), cfg.lr)
+    step_s = step_seconds(probe, lambda m: batch_loss(m, cfg, augment, x, y, masks, class_weights, gen,
+                                                      sample_weights), cfg.lr)
     probe.eval()
     x_val = to_input(x).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
