@@ -86,3 +86,12 @@ def test_recall_by_group_by_hand():
     assert out["meningioma"] == {"b": 0.5, "b images": 2}
     assert out["notumor"] == {"a": 1.0, "a images": 1}
     assert "pituitary" not in out
+
+
+def test_recall_by_group_over_seeds_averages_recalls_not_counts():
+    y_true = np.array([0, 0, 1, 1])
+    groups = np.array([0, 1, 0, 0])
+    probas = {0: np.eye(4)[[0, 0, 1, 2]], 1: np.eye(4)[[1, 0, 1, 1]]}
+    out = evaluate.recall_by_group_over_seeds(y_true, probas, groups, {0: "a", 1: "b"})
+    assert out["glioma"] == {"a": 0.5, "a images": 1, "b": 1.0, "b images": 1}
+    assert out["meningioma"] == {"a": 0.75, "a images": 2}

@@ -191,6 +191,15 @@ def recall_by_group(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray,
     return out
 
 
+def recall_by_group_over_seeds(y_true: np.ndarray, probas: dict, groups: np.ndarray,
+                               group_names: dict[int, str]) -> dict[str, dict[str, float]]:
+    """`recall_by_group` of each seed's predictions (`probas`: seed -> (N, 4) probabilities), recalls
+    averaged over seeds; the image counts are the same in every seed and kept as they are."""
+    per_seed = [recall_by_group(y_true, p.argmax(1), groups, group_names) for p in probas.values()]
+    return {c: {g: v if g.endswith("images") else float(np.mean([r[c][g] for r in per_seed]))
+                for g, v in per_seed[0][c].items()} for c in per_seed[0]}
+
+
 def mcnemar(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict[str, float]:
     """Exact McNemar test for two classifiers on the same images (Dietterich, 1998).
 
