@@ -89,11 +89,12 @@ SOURCE_GROUP_NAMES: dict[int, str] = {0: "512 x 512", 1: "other size"}
 
 def source_groups(manifest: pd.DataFrame) -> np.ndarray:
     """Which collection each image most likely comes from, by its original size: 0 for 512 x 512
-    scan exports (figshare and most of SARTAJ), 1 for every other size (web-collected images, nearly
-    all of the no-tumour class). Class and source are entangled in this archive: in Training, 99% of
-    other-size images are *notumor*, so image appearance alone predicts "no tumour" (the leakage
-    audit's shortcut classifier), and the other-size meningiomas are the images the custom CNN fits
-    worst, in Training as in Testing (notebook 03 shows accuracy per class and source group)."""
+    scan exports (the figshare images and part of the rest), 1 for every other size (web-collected
+    images). Class and source are entangled in this archive: in Training, 99% of the *notumor* images
+    are of other sizes and 90% of the other-size images are *notumor*, so image appearance alone
+    points to "no tumour" (the leakage audit's shortcut classifier), and the other-size meningiomas
+    are the images the custom CNN gets wrong most, in validation as in Testing (notebook 03 shows
+    recall per class and source group)."""
     square = (manifest.width.to_numpy() == 512) & (manifest.height.to_numpy() == 512)
     return np.where(square, 0, 1)
 
