@@ -104,7 +104,9 @@ def source_balance(labels: np.ndarray, groups: np.ndarray, power: float) -> np.n
     within each class, an image of source group g gets (n_c / (G_c * n_cg)) ** power, where n_c is
     the class's count, n_cg its count in group g and G_c its number of groups. power 1 gives every
     group of a class equal total weight; 0 changes nothing; in between tempers the boost, so a group
-    of a few dozen images is not asked to carry half its class. Multiplies the class weights."""
+    of a few dozen images is not asked to carry half its class. Multiplies the class weights.
+    Measured with power 0.5 on notebook 03's seeds and not used by any profile: it lifted recall on the
+    rare source but not accuracy (`benchmarks/source_balance.py`, README)."""
     if power < 0:
         raise ValueError(f"source_balance power must be >= 0, got {power}")
     out = np.ones(len(labels), dtype=np.float64)
