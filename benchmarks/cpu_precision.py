@@ -1,7 +1,9 @@
-"""Training-step time per model on this CPU, float32 vs bfloat16 autocast (channels-last both).
+"""Training-step time per model on this CPU, float32 vs bfloat16 autocast (`TrainConfig.precision`).
 
-Why notebook 04 trains everything in float32: on a CPU without native bfloat16 (AVX2 only, no
-AVX-512-BF16 or AMX) autocast makes every model several times slower.
+One real training step each (`train.batch_loss`: batch augmentation, channels-last, class-weighted
+loss, AdamW), timed by `train.step_seconds`. Whether bfloat16 pays depends on the CPU: with
+AVX-512 BF16 (or AMX) oneDNN runs bf16 convolutions natively; on an AVX2-only CPU autocast makes
+every model several times slower (what an earlier machine of this project measured).
 
     .venv/bin/python benchmarks/cpu_precision.py [--models custom_cnn lenet5 ...] [--size 128]
 """
@@ -13,15 +15,19 @@ import argparse
 import torch
 
 from braintumour.models import build_model
-from braintumour.train import step_seconds
+from braintumour.train import TrainConfig, batch_loss, native_bf16, step_seconds
+from braintumour.transforms import Augment
 
 
-def timed(name: str, bf16: bool, size: int, batch: int, repeats: int) -> float:
+def timed(name: str, precision: str | None, size: int, batch: int, repeats: int) -> float:
     torch.manual_seed(0)
+    cfg = TrainConfig(model=name, image_size=size, batch_size=batch, precision=precision)
     model = build_model(name).to(memory_format=torch.channels_last)
-    x = torch.randn(batch, 1, size, size).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 4, (batch,))
-    return step_seconds(model, x, y, lr=1e-3, repeats=repeats, bfloat16=bf16)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (batch, size, size), dtype=torch.uint8, generator=gen)
+    y = torch.randint(0, 4, (batch,), generator=gen)
+    augment, weights = Augment(), torch.ones(4)
+    return step_seconds(model, lambda m: batch_loss(m, cfg, augment, x, y, None, weights, gen), cfg.lr, repeats)
 
 
 def main() -> None:
@@ -31,11 +37,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.size} px")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.size} px, "
+          f"native bfloat16: {native_bf16()}")
     for name in args.models:
-        fp32 = timed(name, False, args.size, args.batch, args.repeats)
-        bf16 = timed(name, True, args.size, args.batch, args.repeats)
-        print(f"{name:12s} float32 {fp32:7.3f} s/step   bfloat16 {bf16:7.3f} s/step   ratio {bf16 / fp32:5.1f}x")
+        fp32 = timed(name, None, args.size, args.batch, args.repeats)
+        bf16 = timed(name, "bf16", args.size, args.batch, args.repeats)
+        print(f"{name:12s} float32 {fp32:7.3f} s/step   bfloat16 {bf16:7.3f} s/step   ratio {bf16 / fp32:5.2f}x")
 
 
 if __name__ == "__main__":

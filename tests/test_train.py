@@ -192,3 +192,30 @@ def test_source_balance_needs_groups_and_enters_the_run_key(tiny, tmp_path):
     key = runs.run_key(cfg, split, "fp", train_groups=groups)
     assert runs.run_key(cfg, split, "fp", train_groups=1 - groups) != key
     assert runs.run_key(_cfg(epochs=1), split, "fp") != key
+
+
+def test_bf16_precision_trains_close_to_float32_and_rejects_unknown_values(tiny, tmp_path):
+    # Mixed precision changes the forward pass's rounding, not the loss it computes: on one batch the
+    # bf16 loss is within bf16's resolution of the float32 one, and a bf16 run still learns.
+    from braintumour.models import build_model
+    from braintumour.train import batch_loss
+
+    images, labels, split = tiny
+    x = torch.from_numpy(images[split.train[:16]])
+    y = torch.from_numpy(labels[split.train[:16]].astype(np.int64))
+    model = build_model("custom_cnn").eval()
+    class_w = torch.ones(4)
+
+    def loss(cfg):
+        return batch_loss(model, cfg, Augment(), x, y, None, class_w, torch.Generator().manual_seed(0))
+
+    fp32, bf16 = loss(_cfg()), loss(_cfg(precision="bf16"))
+    assert bf16.dtype == torch.float32
+    assert abs(bf16.item() - fp32.item()) < 0.05 * fp32.item()
+    _, history = train(_cfg(epochs=4, precision="bf16"), images, labels, split.train, split.val, class_w.numpy(),
+                       tmp_path / "bf16", progress=False)
+    assert history.train_loss.iloc[-1] < history.train_loss.iloc[0]
+    assert runs.run_key(_cfg(precision="bf16"), split, "fp") != runs.run_key(_cfg(), split, "fp")
+    with pytest.raises(ValueError, match="precision"):
+        train(_cfg(precision="fp16"), images, labels, split.train, split.val, class_w.numpy(), tmp_path / "x",
+              progress=False)

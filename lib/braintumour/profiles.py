@@ -20,6 +20,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "seeds": [0],
         "ablation_seeds": [0],
         "patience": 2,
+        "precision": "bf16",
         "baseline_seeds": [0],
         "baseline_budget_s": 20,
         "fold_budget_s": 10,
@@ -27,7 +28,10 @@ PROFILES: dict[str, dict[str, Any]] = {
     "cpu": {
         "image_size": 128,
         "per_class_limit": None,
-        "epochs": 20,  # 13-15 min per seed on the 2-core CPU (budget: 15; epochs take 33-45 s here)
+        # The custom CNN's epochs: 50 take about 11.5 min per seed on the 2-core CPU (budget: 15) in
+        # bfloat16 (13-14 s an epoch on this AVX-512-BF16 EPYC; 20 float32 epochs took 14.5-15 min).
+        "epochs": 50,
+        "precision": "bf16",  # TrainConfig.precision; None on a CPU without native bfloat16
         "batch_size": 64,
         "seeds": [0, 1, 2],
         "ablation_seeds": [0, 1, 2],  # class weighting off, the same 3 seeds as on
@@ -50,6 +54,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "seeds": [0, 1, 2, 3, 4],
         "ablation_seeds": [0, 1, 2, 3, 4],
         "patience": 15,
+        "precision": None,
         "baseline_seeds": [0, 1, 2],
         "baseline_budget_s": None,  # on a GPU: the same number of epochs for every model instead
         "fold_budget_s": None,
