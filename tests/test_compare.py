@@ -56,3 +56,15 @@ def test_headline_table_adds_a_row_per_baseline_metrics_file(tmp_path):
     assert "±" not in vgg["Testing accuracy"].iloc[0]  # one seed has no spread to show
     assert "±" in table["Testing accuracy"].iloc[0]
     assert not table.model.str.startswith("ResNet-50").any()  # no file, no row
+
+
+def test_provenance_groups_metrics_files_by_the_commit_that_wrote_them(tmp_path):
+    for name, commit, when in (("custom_cnn", "aaa", "2026-01-02"), ("vgg16_bn", "bbb", "2026-01-01"),
+                               ("lenet5", "bbb", "2026-01-01")):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"git_commit": commit, "profile": "cpu", "written_at": when}))
+    table = summary.provenance(tmp_path)
+    assert list(table["metrics file"]) == ["custom_cnn.json", "lenet5.json", "vgg16_bn.json"]
+    assert summary.provenance_sentence(tmp_path).endswith("`aaa`: custom_cnn; `bbb`: lenet5, vgg16_bn.")
+    (tmp_path / "vgg16_bn.json").unlink()
+    (tmp_path / "lenet5.json").unlink()
+    assert summary.provenance_sentence(tmp_path) == "Every metrics file was written at commit `aaa`."

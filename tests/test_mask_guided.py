@@ -156,6 +156,6 @@ def test_mask_guided_sentence_reads_the_metrics_file_schema():
         "unseen_patients": {"gradcam": score, "over_folds": {"all images": {"accuracy": {"mean": 0.9}}}},
     }
     text = mask_guided_sentence(guided)
-    for part in ("3 seeds", "97.46% ± 0.38%", "plain: 0.9705 ± 0.0029", "pointing game 0.81",
+    for part in ("3 seeds", "97.46% ± 0.38%", "plain, when notebook 07 ran: 0.9705 ± 0.0029", "pointing game 0.81",
                  "energy inside the mask 0.52", "plain: 0.28 and 0.03", "pointing 0.61, energy 0.33, accuracy 90.0%"):
         assert part in text, (part, text)

@@ -110,6 +110,29 @@ def unseen_patient_accuracy(metrics: dict, subset: str = FIGSHARE) -> dict[str, 
             for name, m in metrics["models"].items()}
 
 
+def provenance(metrics_dir: Path | None = None) -> pd.DataFrame:
+    """Which commit and profile wrote each metrics file, and when. A notebook re-executed alone leaves
+    the other notebooks' files as they were, so numbers side by side can come from different commits:
+    this table makes that visible instead of implying one run."""
+    rows = []
+    for path in sorted((metrics_dir or reports_dir() / "metrics").glob("*.json")):
+        m = json.loads(path.read_text())
+        rows.append({"metrics file": path.name, "commit": str(m.get("git_commit", "unknown"))[:12],
+                     "profile": m.get("profile"), "written at": m.get("written_at")})
+    return pd.DataFrame(rows, columns=["metrics file", "commit", "profile", "written at"])
+
+
+def provenance_sentence(metrics_dir: Path | None = None) -> str:
+    """`provenance` in one line: the metrics files grouped by the commit that wrote them, newest first."""
+    table = provenance(metrics_dir).sort_values("written at", ascending=False, kind="stable")
+    groups = table.groupby("commit", sort=False)["metrics file"].agg(lambda f: ", ".join(n.removesuffix(".json")
+                                                                                         for n in f))
+    if len(groups) <= 1:
+        return f"Every metrics file was written at commit `{groups.index[0]}`." if len(groups) else ""
+    return ("Metrics files by the commit that wrote them (notebooks re-executed separately): "
+            + "; ".join(f"`{commit}`: {names}" for commit, names in groups.items()) + ".")
+
+
 def markdown_table(df: pd.DataFrame) -> str:
     """A GitHub Markdown table (pandas' to_markdown would need one more dependency)."""
     head = "| " + " | ".join(map(str, df.columns)) + " |"
@@ -163,6 +186,7 @@ def readme_block(metrics_dir: Path | None = None) -> str:
     guided = load_metrics("mask_guided", metrics_dir)
     if guided is not None:
         lines.append(mask_guided_sentence(guided))
+    lines.append(provenance_sentence(metrics_dir))
     lines += ["", MARK_END]
     return "\n".join(lines)
 
@@ -174,8 +198,9 @@ def mask_guided_sentence(guided: dict) -> str:
     unseen = guided["unseen_patients"]
     held = unseen["gradcam"]["all"]
     return (f"Mask-guided custom CNN (notebook 07, Training masks only, {len(guided['seeds'])} seeds): Testing "
-            f"accuracy {acc['mean']:.2%} ± {acc['sd']:.2%} (plain: {p['Testing accuracy']}); Grad-CAM on the "
-            f"masked Testing images, pointing game {g['pointing']:.2f} and energy inside the mask {g['energy']:.2f} "
+            f"accuracy {acc['mean']:.2%} ± {acc['sd']:.2%} (plain, when notebook 07 ran: {p['Testing accuracy']}); "
+            f"Grad-CAM on the masked Testing images, pointing game {g['pointing']:.2f} and energy inside the mask "
+            f"{g['energy']:.2f} "
             f"(plain: {p['pointing']:.2f} and {p['energy']:.2f}); held-out patients: pointing "
             f"{held['pointing']['mean']:.2f}, energy {held['energy']['mean']:.2f}, "
             f"accuracy {unseen['over_folds']['all images']['accuracy']['mean']:.1%}.")
