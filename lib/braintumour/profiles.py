@@ -28,8 +28,9 @@ PROFILES: dict[str, dict[str, Any]] = {
     "cpu": {
         "image_size": 128,
         "per_class_limit": None,
-        # The custom CNN's epochs: 50 take about 11.5 min per seed on the 2-core CPU (budget: 15) in
-        # bfloat16 (13-14 s an epoch on this AVX-512-BF16 EPYC; 20 float32 epochs took 14.5-15 min).
+        # The custom CNN's epochs: 50 take 11.4-12.7 min per seed (budget: 15) in bfloat16 on the 2-core
+        # AVX-512-BF16 EPYC (12-15 s an epoch; about 18 min in float32). The 20 float32 epochs before
+        # were sized for an earlier AVX2-only machine (33-45 s an epoch there).
         "epochs": 50,
         "precision": "bf16",  # TrainConfig.precision; None on a CPU without native bfloat16
         "batch_size": 64,
