@@ -219,25 +219,3 @@ def test_bf16_precision_trains_close_to_float32_and_rejects_unknown_values(tiny,
     with pytest.raises(ValueError, match="precision"):
         train(_cfg(precision="fp16"), images, labels, split.train, split.val, class_w.numpy(), tmp_path / "x",
               progress=False)
-
-
-def test_weight_average_is_what_a_run_returns_and_survives_resume(tiny, tmp_path):
-    images, labels, split = tiny
-    w = splits.class_weights(labels[split.train])
-
-    def run(name, stop=None, **kw):
-        return train(_cfg(**kw), images, labels, split.train, split.val, w, tmp_path / name,
-                     stop_after_epochs=stop, progress=False)[0].state_dict()
-
-    plain = run("plain")
-    # Decay 0 makes the average the latest weights and BN statistics: the same run as without one.
-    copied = run("decay0", ema_decay=0.0)
-    for k in plain:
-        torch.testing.assert_close(copied[k].float(), plain[k].float(), rtol=1e-5, atol=1e-6, msg=k)
-    averaged = run("ema", ema_decay=0.9)
-    assert not torch.allclose(averaged["head.2.weight"], plain["head.2.weight"])
-    run("ema-resumed", stop=1, ema_decay=0.9)
-    resumed = run("ema-resumed", ema_decay=0.9)
-    for k in averaged:
-        assert torch.equal(averaged[k], resumed[k]), k
-    assert runs.run_key(_cfg(ema_decay=0.9), split, "fp") != runs.run_key(_cfg(), split, "fp")

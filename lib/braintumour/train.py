@@ -68,12 +68,6 @@ class TrainConfig:
     # with AVX-512 BF16 (this project's 2-core EPYC) oneDNN's bf16 convolutions make a training step
     # about twice as fast; without it they are emulated and slower. None: float32 throughout.
     precision: str | None = None
-    # Decay of an exponential moving average of the weights (and BN statistics), updated after every
-    # step; when set, the average is what is validated, checkpointed and returned. Different seeds'
-    # models get different Testing images wrong (at stop 19, 23 of 36 wrong images were wrong in one or
-    # two of six runs only): averaging along the trajectory is a one-model approximation of an
-    # ensemble (Polyak & Juditsky, 1992; Izmailov et al., 2018). None: the weights as trained.
-    ema_decay: float | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -172,16 +166,8 @@ def train(
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=cfg.warmup_fraction
     )
-    ema = None
-    if cfg.ema_decay is not None:
-        ema = torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True
-        )
-    selected = model if ema is None else ema.module  # the model validated, checkpointed and returned
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
-        if ema is not None:
-            ema.load_state_dict(ckpt["ema"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         gen.set_state(ckpt["generator"])
@@ -212,13 +198,11 @@ def train(
             loss.backward()
             opt.step()
             sched.step()
-            if ema is not None:
-                ema.update_parameters(model)
             total_loss += loss.item()
             bar.set_postfix(loss=f"{loss.item():.3f}")
         train_seconds = time.perf_counter() - t0
 
-        val_proba = predict_proba(selected, images[val_idx])
+        val_proba = predict_proba(model, images[val_idx])
         val_pred = val_proba.argmax(1)
         val_true = labels[val_idx]
         val_loss = F.nll_loss(
@@ -242,8 +226,7 @@ def train(
         state["epoch"] = epoch + 1
         if val_f1 > state["best_f1"]:
             state["best_f1"], state["bad_epochs"] = float(val_f1), 0
-            save_checkpoint(run_dir / "best.pt", selected, cfg,
-                            extra={"epoch": epoch + 1, "val_macro_f1": float(val_f1)})
+            save_checkpoint(run_dir / "best.pt", model, cfg, extra={"epoch": epoch + 1, "val_macro_f1": float(val_f1)})
         else:
             state["bad_epochs"] += 1
         files.write_with(
@@ -256,7 +239,6 @@ def train(
                     "scheduler": sched.state_dict(),
                     "generator": gen.get_state(),
                     "torch_rng": torch.get_rng_state(),
-                    "ema": None if ema is None else ema.state_dict(),
                     "state": state,
                 },
                 tmp,
