@@ -127,8 +127,10 @@ def provenance_sentence(metrics_dir: Path | None = None) -> str:
     table = provenance(metrics_dir).sort_values("written at", ascending=False, kind="stable")
     groups = table.groupby("commit", sort=False)["metrics file"].agg(lambda f: ", ".join(n.removesuffix(".json")
                                                                                          for n in f))
-    if len(groups) <= 1:
-        return f"Every metrics file was written at commit `{groups.index[0]}`." if len(groups) else ""
+    if len(groups) == 0:
+        return ""
+    if len(groups) == 1:
+        return f"Every metrics file was written at commit `{groups.index[0]}`."
     return ("Metrics files by the commit that wrote them (notebooks re-executed separately): "
             + "; ".join(f"`{commit}`: {names}" for commit, names in groups.items()) + ".")
 
