@@ -64,7 +64,8 @@ class BrainTumourCNN(nn.Module):
     - Global average pooling, dropout, one linear layer: no large dense head (the source of most
       parameters and overfitting in VGG-style networks); also what makes CAMs meaningful.
     With w = 32 this is 0.93 M parameters and about 100 M multiply-adds at 128 px; w = 40 or 48
-    train 2x slower on the 2-core CPU (oneDNN blocks channels by 16 and 32), for no budget left.
+    trained 2x slower on the 2-core CPU (oneDNN blocks channels by 16 and 32), for no budget left
+    (measured in float32 on an earlier AVX2-only machine of this project; not re-measured in bfloat16).
     """
 
     def __init__(self, num_classes: int = len(CLASSES), width: int = 32, dropout: float = 0.2) -> None:

@@ -199,7 +199,7 @@ def train(
             opt.step()
             sched.step()
             total_loss += loss.item()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)  # a refresh here would bypass mininterval
         train_seconds = time.perf_counter() - t0
 
         val_proba = predict_proba(model, images[val_idx])

@@ -1,0 +1,62 @@
+"""Screen a change to the custom CNN's training recipe: train it on a few seeds, print Testing numbers.
+
+The recipe is notebook 03's (the profile's image size, epochs, batch size, patience, precision, inverse
+class weights) with `TrainConfig` fields overridden as key=JSON. Runs go through `runs.train_or_load`,
+so they are cached in `data/interim/runs/` under the same key notebook 03 would use: a recipe that
+is adopted into the profile is not trained twice. One seed cannot tell a change of a few errors
+(the cpu profile's seeds differ by up to 7 of 1,311): screen on the seeds that matter, then run
+notebook 03. Train on an otherwise idle machine, or the minutes mean little.
+
+    .venv/bin/python benchmarks/screen_recipe.py --seeds 1,2 epochs=40
+    .venv/bin/python benchmarks/screen_recipe.py --seeds 1 'augment={"rotate_deg": 12.0, "translate": 0.06}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from braintumour import data, evaluate, runs, splits
+from braintumour.profiles import get_profile
+from braintumour.train import TrainConfig
+
+
+def override(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or key not in TrainConfig.__dataclass_fields__:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected FIELD=JSON with FIELD one of TrainConfig's fields")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: the value is not JSON ({e})") from e
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("overrides", nargs="*", type=override, help="TrainConfig fields as FIELD=JSON")
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--seeds", type=lambda t: [int(s) for s in t.split(",")], default=[0], help="e.g. 0,1,2")
+    args = ap.parse_args()
+    p = get_profile(args.profile)
+    dataset = data.load_dataset()
+    images = data.load_images(dataset, dict(args.overrides).get("image_size", p["image_size"]))
+    labels = dataset.manifest.label.to_numpy()
+    split = splits.load_split(dataset, per_class_limit=p["per_class_limit"])
+    for seed in args.seeds:
+        cfg = TrainConfig(**{"model": "custom_cnn", "image_size": p["image_size"], "epochs": p["epochs"],
+                             "batch_size": p["batch_size"], "patience": p["patience"], "class_weighting": "inverse",
+                             "precision": p["precision"], "seed": seed, **dict(args.overrides)})
+        weights = splits.class_weights(labels[split.train], cfg.class_weighting)
+        run = runs.train_or_load(cfg, images, labels, split, weights, dataset.fingerprint, progress=False)
+        proba = evaluate.predict_proba(run.model, images[split.test])
+        test = evaluate.classification_metrics(labels[split.test], proba)
+        val_pred = evaluate.predict_proba(run.model, images[split.val]).argmax(1)
+        print(json.dumps({"seed": seed, "overrides": dict(args.overrides), "test_accuracy": round(test["accuracy"], 4),
+                          "test_macro_f1": round(test["macro_f1"], 4), "test_errors": test["errors"],
+                          "val_accuracy": round(float((val_pred == labels[split.val]).mean()), 4),
+                          "train_minutes": round(run.train_seconds / 60, 1), "best_epoch": run.best_epoch,
+                          "reused": run.reused, "run": run.run_dir.name}))
+
+
+if __name__ == "__main__":
+    main()
