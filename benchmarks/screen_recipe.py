@@ -1,11 +1,11 @@
 """Screen a change to the custom CNN's training recipe: train it on a few seeds, print Testing numbers.
 
-The recipe is notebook 03's (the profile's image size, epochs, batch size, patience, precision, inverse
-class weights) with `TrainConfig` fields overridden as key=JSON. Runs go through `runs.train_or_load`,
-so they are cached in `data/interim/runs/` under the same key notebook 03 would use: a recipe that
-is adopted into the profile is not trained twice. One seed cannot tell a change of a few errors
-(the cpu profile's seeds differ by up to 7 of 1,311): screen on the seeds that matter, then run
-notebook 03. Train on an otherwise idle machine, or the minutes mean little.
+The recipe is notebook 03's (`train.custom_cnn_config`: the profile's width, image size, epochs, batch
+size, patience, precision, inverse class weights) with `TrainConfig` fields overridden as key=JSON.
+Runs go through `runs.train_or_load`, so they are cached in `data/interim/runs/` under the same key
+notebook 03 would use: a recipe that is adopted into the profile is not trained twice. One seed
+cannot tell a change of a few errors (the cpu profile's seeds differ by up to 7 of 1,311): screen on
+the seeds that matter, then run notebook 03. Train on an otherwise idle machine, or the minutes mean little.
 
     .venv/bin/python benchmarks/screen_recipe.py --seeds 1,2 epochs=40
     .venv/bin/python benchmarks/screen_recipe.py --seeds 1 'augment={"rotate_deg": 12.0, "translate": 0.06}'
@@ -18,7 +18,7 @@ import json
 
 from braintumour import data, evaluate, runs, splits
 from braintumour.profiles import get_profile
-from braintumour.train import TrainConfig
+from braintumour.train import TrainConfig, custom_cnn_config
 
 
 def override(text: str) -> tuple[str, object]:
@@ -43,9 +43,7 @@ def main() -> None:
     labels = dataset.manifest.label.to_numpy()
     split = splits.load_split(dataset, per_class_limit=p["per_class_limit"])
     for seed in args.seeds:
-        cfg = TrainConfig(**{"model": "custom_cnn", "image_size": p["image_size"], "epochs": p["epochs"],
-                             "batch_size": p["batch_size"], "patience": p["patience"], "class_weighting": "inverse",
-                             "precision": p["precision"], "seed": seed, **dict(args.overrides)})
+        cfg = custom_cnn_config(p, seed, **dict(args.overrides))
         weights = splits.class_weights(labels[split.train], cfg.class_weighting)
         run = runs.train_or_load(cfg, images, labels, split, weights, dataset.fingerprint, progress=False)
         proba = evaluate.predict_proba(run.model, images[split.test])

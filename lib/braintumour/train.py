@@ -73,6 +73,17 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def custom_cnn_config(params: dict, seed: int, class_weighting: str = "inverse", **overrides) -> TrainConfig:
+    """The custom CNN's training recipe from a profile's parameters (`profiles.get_profile`), with
+    `TrainConfig` fields overridden: notebook 03 and `benchmarks/screen_recipe.py` build it here, so a
+    screened recipe and the notebook's share one run cache key."""
+    return TrainConfig(**{"model": "custom_cnn", "model_kwargs": {"width": params["width"]},
+                          "image_size": params["image_size"], "epochs": params["epochs"],
+                          "batch_size": params["batch_size"], "patience": params["patience"],
+                          "class_weighting": class_weighting, "precision": params["precision"], "seed": seed,
+                          **overrides})
+
+
 def native_bf16() -> bool:
     """Whether oneDNN runs bfloat16 natively on this CPU (AVX-512 BF16 or AMX); without it autocast
     to bfloat16 is emulated and makes training several times slower, not faster."""
