@@ -6,11 +6,13 @@ AVX-512 BF16 (or AMX) oneDNN runs bf16 convolutions natively; on an AVX2-only CP
 every model several times slower (what an earlier machine of this project measured).
 
     .venv/bin/python benchmarks/cpu_precision.py [--models custom_cnn lenet5 ...] [--size 128]
+    .venv/bin/python benchmarks/cpu_precision.py --models custom_cnn --kwargs '{"width": 40, "stem_width": 20}'
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 
 import torch
 
@@ -19,10 +21,10 @@ from braintumour.train import TrainConfig, batch_loss, native_bf16, step_seconds
 from braintumour.transforms import Augment
 
 
-def timed(name: str, precision: str | None, size: int, batch: int, repeats: int) -> float:
+def timed(name: str, precision: str | None, size: int, batch: int, repeats: int, kwargs: dict) -> float:
     torch.manual_seed(0)
-    cfg = TrainConfig(model=name, image_size=size, batch_size=batch, precision=precision)
-    model = build_model(name).to(memory_format=torch.channels_last)
+    cfg = TrainConfig(model=name, model_kwargs=kwargs, image_size=size, batch_size=batch, precision=precision)
+    model = build_model(name, **kwargs).to(memory_format=torch.channels_last)
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (batch, size, size), dtype=torch.uint8, generator=gen)
     y = torch.randint(0, 4, (batch,), generator=gen)
@@ -36,12 +38,13 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--kwargs", type=json.loads, default={}, help="build_model keyword arguments as JSON")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.size} px, "
           f"native bfloat16: {native_bf16()}")
     for name in args.models:
-        fp32 = timed(name, None, args.size, args.batch, args.repeats)
-        bf16 = timed(name, "bf16", args.size, args.batch, args.repeats)
+        fp32 = timed(name, None, args.size, args.batch, args.repeats, args.kwargs)
+        bf16 = timed(name, "bf16", args.size, args.batch, args.repeats, args.kwargs)
         print(f"{name:12s} float32 {fp32:7.3f} s/step   bfloat16 {bf16:7.3f} s/step   ratio {bf16 / fp32:5.2f}x")
 
 

@@ -64,9 +64,9 @@ class BrainTumourCNN(nn.Module):
     - Global average pooling, dropout, one linear layer: no large dense head (the source of most
       parameters and overfitting in VGG-style networks); also what makes CAMs meaningful.
     - The stem's first conv has `stem_width` = 16 channels whatever the width: oneDNN blocks channels by
-      16, and on 64 x 64 maps a BatchNorm backward over 20 channels (w = 40's w/2) took 36 ms a step
-      against 3.5 ms over 16 (bfloat16, channels-last, the 2-core EPYC): 16 made w = 40's training
-      step 10% faster (0.208 s against 0.230 s, batch 64, 128 px; at w = 32, w/2 is 16 anyway).
+      16, and with w = 40's w/2 = 20 the BatchNorm backward pass on the 64 x 64 maps was most of a
+      12% slower bfloat16 step (0.262 s against 0.231 s, batch 64, 128 px, the 2-core EPYC;
+      `benchmarks/cpu_precision.py --kwargs`). At w = 32, w/2 is 16 anyway.
     With w = 32 (the profiles' `width`) this is 0.93 M parameters and about 100 M multiply-adds at 128 px.
     w = 40 (1.45 M) with this stem, 40 bfloat16 epochs in the same 13 minutes as w = 32's 50, made 14, 16
     and 13 Testing errors on seeds 0-2 against w = 32's 10, 17 and 13: no gain (README, "How the custom
