@@ -209,8 +209,9 @@ def train(
             loss.backward()
             opt.step()
             sched.step()
-            total_loss += loss.item()
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)  # a refresh here would bypass mininterval
+            step_loss = loss.item()  # one sync of the loss per step, for the sum and the bar
+            total_loss += step_loss
+            bar.set_postfix(loss=f"{step_loss:.3f}", refresh=False)  # a refresh here would bypass mininterval
         train_seconds = time.perf_counter() - t0
 
         val_proba = predict_proba(model, images[val_idx])
