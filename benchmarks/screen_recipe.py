@@ -38,18 +38,19 @@ def main() -> None:
     ap.add_argument("--seeds", type=lambda t: [int(s) for s in t.split(",")], default=[0], help="e.g. 0,1,2")
     args = ap.parse_args()
     p = get_profile(args.profile)
+    overrides = dict(args.overrides)
     dataset = data.load_dataset()
-    images = data.load_images(dataset, dict(args.overrides).get("image_size", p["image_size"]))
+    images = data.load_images(dataset, overrides.get("image_size", p["image_size"]))
     labels = dataset.manifest.label.to_numpy()
     split = splits.load_split(dataset, per_class_limit=p["per_class_limit"])
     for seed in args.seeds:
-        cfg = custom_cnn_config(p, seed, **dict(args.overrides))
+        cfg = custom_cnn_config(p, seed, **overrides)
         weights = splits.class_weights(labels[split.train], cfg.class_weighting)
         run = runs.train_or_load(cfg, images, labels, split, weights, dataset.fingerprint, progress=False)
         proba = evaluate.predict_proba(run.model, images[split.test])
         test = evaluate.classification_metrics(labels[split.test], proba)
         val_pred = evaluate.predict_proba(run.model, images[split.val]).argmax(1)
-        print(json.dumps({"seed": seed, "overrides": dict(args.overrides), "test_accuracy": round(test["accuracy"], 4),
+        print(json.dumps({"seed": seed, "overrides": overrides, "test_accuracy": round(test["accuracy"], 4),
                           "test_macro_f1": round(test["macro_f1"], 4), "test_errors": test["errors"],
                           "val_accuracy": round(float((val_pred == labels[split.val]).mean()), 4),
                           "train_minutes": round(run.train_seconds / 60, 1), "best_epoch": run.best_epoch,
