@@ -219,3 +219,30 @@ def test_bf16_precision_trains_close_to_float32_and_rejects_unknown_values(tiny,
     with pytest.raises(ValueError, match="precision"):
         train(_cfg(precision="fp16"), images, labels, split.train, split.val, class_w.numpy(), tmp_path / "x",
               progress=False)
+
+
+def test_mixup_blends_the_loss_and_refuses_masks_or_source_balance(tiny, tmp_path):
+    # The same generator state draws the same blend and partners (a permutation), so a mixup run stays
+    # deterministic and resumable; the blended batch gives another loss than the plain one.
+    from braintumour.models import build_model
+    from braintumour.train import batch_loss, mixup_pairs
+
+    lam, partner = mixup_pairs(16, 0.4, torch.Generator().manual_seed(3))
+    lam2, partner2 = mixup_pairs(16, 0.4, torch.Generator().manual_seed(3))
+    assert lam == lam2 and torch.equal(partner, partner2) and 0 < lam < 1
+    assert sorted(partner.tolist()) == list(range(16))
+
+    images, labels, split = tiny
+    x = torch.from_numpy(images[split.train[:16]])
+    y = torch.from_numpy(labels[split.train[:16]].astype(np.int64))
+    model = build_model("custom_cnn").eval()
+    class_w = torch.ones(4)
+    mixed = batch_loss(model, _cfg(mixup_alpha=0.4), Augment(), x, y, None, class_w, torch.Generator().manual_seed(0))
+    plain = batch_loss(model, _cfg(), Augment(), x, y, None, class_w, torch.Generator().manual_seed(0))
+    assert not torch.isclose(mixed, plain)
+
+    w = splits.class_weights(labels[split.train])
+    for bad in ({"source_balance": 0.5}, {"mask_weight": 1.0}):
+        with pytest.raises(ValueError, match="mixup_alpha cannot be combined"):
+            train(_cfg(epochs=1, mixup_alpha=0.4, **bad), images, labels, split.train, split.val, w,
+                  tmp_path / "run", progress=False)

@@ -68,6 +68,9 @@ class TrainConfig:
     # with AVX-512 BF16 (this project's 2-core EPYC) oneDNN's bf16 convolutions make a training step
     # about twice as fast; without it they are emulated and slower. None: float32 throughout.
     precision: str | None = None
+    # mixup (Zhang et al., 2018): each augmented batch is blended with a shuffled copy of itself, the
+    # blend weight drawn from Beta(alpha, alpha), and the loss blended with the same weight. None: off.
+    mixup_alpha: float | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -129,6 +132,9 @@ def train(
         warnings.warn("precision='bf16' on a CPU without native bfloat16: training will be several times "
                       "slower than in float32 (set precision=None, or the profile's `precision`, to avoid it)",
                       stacklevel=2)
+    if cfg.mixup_alpha and (cfg.mask_weight or cfg.source_balance is not None):
+        raise ValueError("mixup_alpha cannot be combined with mask_weight or source_balance: a blended image "
+                         "has no single mask or source group")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     gen = seed_everything(cfg.seed)
@@ -287,12 +293,19 @@ def batch_loss(
     weighted mean, normalised by the batch's total weight as PyTorch's class-weighted mean is.
     One function for the training loop and the budget probe, so the probe times the real step."""
     x, m = augment.with_masks(images, masks if cfg.mask_weight else None, gen)
+    if cfg.mixup_alpha:
+        lam, partner = mixup_pairs(len(x), cfg.mixup_alpha, gen)
+        x = lam * x + (1 - lam) * x[partner]
     x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
         logits, maps = model.logits_and_maps(x) if cfg.mask_weight else (model(x), None)
     logits = logits.float()
     maps = None if maps is None else maps.float()
-    if sample_weights is None:
+    if cfg.mixup_alpha:
+        loss = lam * F.cross_entropy(logits, targets, weight=class_weights, label_smoothing=cfg.label_smoothing)
+        loss = loss + (1 - lam) * F.cross_entropy(logits, targets[partner], weight=class_weights,
+                                                  label_smoothing=cfg.label_smoothing)
+    elif sample_weights is None:
         loss = F.cross_entropy(logits, targets, weight=class_weights, label_smoothing=cfg.label_smoothing)
     else:
         per_image = F.cross_entropy(logits, targets, weight=class_weights, label_smoothing=cfg.label_smoothing,
@@ -303,6 +316,15 @@ def batch_loss(
         if has.any():
             loss = loss + cfg.mask_weight * mask_alignment_loss(maps[has], m[has], targets[has]).mean()
     return loss
+
+
+def mixup_pairs(n: int, alpha: float, gen: torch.Generator) -> tuple[float, torch.Tensor]:
+    """mixup's blend weight, drawn from Beta(alpha, alpha), and each image's partner (a permutation of
+    the batch). torch's Beta sampler takes no generator, so numpy draws it from a seed taken from `gen`:
+    the run stays deterministic and resumes exactly (gen's state is in the checkpoint)."""
+    seed = int(torch.randint(2**31 - 1, (1,), generator=gen))
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    return lam, torch.randperm(n, generator=gen)
 
 
 def mask_alignment_loss(maps: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
