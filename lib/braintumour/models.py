@@ -69,8 +69,8 @@ class BrainTumourCNN(nn.Module):
       `benchmarks/cpu_precision.py --kwargs`). At w = 32, w/2 is 16 anyway.
     With w = 32 (the profiles' `width`) this is 0.93 M parameters and about 100 M multiply-adds at 128 px.
     w = 40 (1.45 M) with this stem, 40 bfloat16 epochs in the same 13 minutes as w = 32's 50, made 14, 16
-    and 13 Testing errors on seeds 0-2 against w = 32's 10, 17 and 13: no gain (README, "How the custom
-    CNN is trained").
+    and 13 Testing errors on seeds 0-2 against w = 32's 10, 17 and 13 (both with weight decay 5e-4, the
+    recipe then): no gain (README, "How the custom CNN is trained").
     """
 
     def __init__(self, num_classes: int = len(CLASSES), width: int = 32, dropout: float = 0.2,

@@ -30,7 +30,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "cpu": {
         "image_size": 128,
         "per_class_limit": None,
-        # The custom CNN's epochs: 50 take 11.4-12.7 min per seed (budget: 15) in bfloat16 on the 2-core
+        # The custom CNN's epochs: 50 took 10.6-12.7 min per seed (budget: 15) in bfloat16 on the 2-core
         # AVX-512-BF16 EPYC (12-15 s an epoch; about 18 min in float32). The 20 float32 epochs before
         # were sized for an earlier AVX2-only machine (33-45 s an epoch there).
         "epochs": 50,

@@ -294,6 +294,7 @@ def batch_loss(
     cross-entropy, plus `cfg.mask_weight` times the mask-alignment term on the images that have a mask.
     `sample_weights` multiply each image's class weight (`cfg.source_balance`); the loss stays a
     weighted mean, normalised by the batch's total weight as PyTorch's class-weighted mean is.
+    With `cfg.mixup_alpha` the augmented batch is blended with a permutation of itself, and the loss too.
     One function for the training loop and the budget probe, so the probe times the real step."""
     x, m = augment.with_masks(images, masks if cfg.mask_weight else None, gen)
     if cfg.mixup_alpha:
