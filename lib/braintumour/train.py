@@ -305,15 +305,17 @@ def batch_loss(
         logits, maps = model.logits_and_maps(x) if cfg.mask_weight else (model(x), None)
     logits = logits.float()
     maps = None if maps is None else maps.float()
+
+    def cross_entropy(t: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        return F.cross_entropy(logits, t, weight=class_weights, label_smoothing=cfg.label_smoothing,
+                               reduction=reduction)
+
     if cfg.mixup_alpha:
-        loss = lam * F.cross_entropy(logits, targets, weight=class_weights, label_smoothing=cfg.label_smoothing)
-        loss = loss + (1 - lam) * F.cross_entropy(logits, targets[partner], weight=class_weights,
-                                                  label_smoothing=cfg.label_smoothing)
+        loss = lam * cross_entropy(targets) + (1 - lam) * cross_entropy(targets[partner])
     elif sample_weights is None:
-        loss = F.cross_entropy(logits, targets, weight=class_weights, label_smoothing=cfg.label_smoothing)
+        loss = cross_entropy(targets)
     else:
-        per_image = F.cross_entropy(logits, targets, weight=class_weights, label_smoothing=cfg.label_smoothing,
-                                    reduction="none")
+        per_image = cross_entropy(targets, reduction="none")
         loss = (per_image * sample_weights).sum() / (class_weights[targets] * sample_weights).sum()
     if cfg.mask_weight:
         has = masks.flatten(1).amax(1) > 0  # images without a mask train as before
