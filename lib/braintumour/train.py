@@ -81,7 +81,8 @@ class TrainConfig:
 def custom_cnn_config(params: dict, seed: int, class_weighting: str = "inverse", **overrides) -> TrainConfig:
     """The custom CNN's training recipe from a profile's parameters (`profiles.get_profile`), with
     `TrainConfig` fields overridden: notebook 03 and `benchmarks/screen_recipe.py` build it here, so a
-    screened recipe and the notebook's share one run cache key."""
+    screened recipe and the notebook's share one run cache key; notebooks 06 (patient folds, a time
+    budget) and 07 (the mask-guided model) too, so every custom-CNN run trains with the same recipe."""
     return TrainConfig(**{"model": "custom_cnn", "model_kwargs": {"width": params["width"]},
                           "image_size": params["image_size"], "epochs": params["epochs"],
                           "batch_size": params["batch_size"], "patience": params["patience"],
