@@ -54,6 +54,18 @@ def test_custom_cnn_stem_is_16_channels_whatever_the_width():
     assert count_parameters(build_model("custom_cnn", width=32)) == 929_012
 
 
+def test_custom_cnn_blocks_add_residual_blocks_and_keep_the_default_weights_loading():
+    default = build_model("custom_cnn", width=32)
+    deeper = build_model("custom_cnn", width=32, blocks=(1, 2, 1, 1))
+    assert len(deeper.stage2) == len(default.stage2) + 1
+    assert deeper(torch.zeros(2, 1, 128, 128)).shape == (2, 4)
+    # Every weight of the default model has the same name and shape in the deeper one.
+    deeper_state = deeper.state_dict()
+    assert all(deeper_state[k].shape == v.shape for k, v in default.state_dict().items())
+    with pytest.raises(ValueError, match="blocks"):
+        build_model("custom_cnn", blocks=(1, 0, 1, 1))
+
+
 def test_unknown_model_name_lists_known_ones():
     with pytest.raises(ValueError, match="custom_cnn"):
         build_model("resnet9000")

@@ -74,14 +74,18 @@ class BrainTumourCNN(nn.Module):
     """
 
     def __init__(self, num_classes: int = len(CLASSES), width: int = 32, dropout: float = 0.2,
-                 stem_width: int = 16) -> None:
+                 stem_width: int = 16, blocks: tuple[int, int, int, int] = (1, 1, 1, 1)) -> None:
         super().__init__()
         w = width
+        if len(blocks) != 4 or min(blocks) < 1:
+            raise ValueError(f"blocks must be four counts >= 1 (residual blocks per stage), got {blocks!r}")
+        b1, b2, b3, b4 = blocks
         self.stem = nn.Sequential(conv_bn(1, stem_width, stride=2), conv_bn(stem_width, w, stride=2))
-        self.stage1 = ResidualBlock(w)
-        self.stage2 = nn.Sequential(conv_bn(w, 2 * w, stride=2), ResidualBlock(2 * w))
-        self.stage3 = nn.Sequential(conv_bn(2 * w, 4 * w, stride=2), ResidualBlock(4 * w))
-        self.stage4 = nn.Sequential(conv_bn(4 * w, 4 * w), ResidualBlock(4 * w))
+        # One block per stage keeps the module names of the weights committed under reports/models.
+        self.stage1 = ResidualBlock(w) if b1 == 1 else nn.Sequential(*(ResidualBlock(w) for _ in range(b1)))
+        self.stage2 = nn.Sequential(conv_bn(w, 2 * w, stride=2), *(ResidualBlock(2 * w) for _ in range(b2)))
+        self.stage3 = nn.Sequential(conv_bn(2 * w, 4 * w, stride=2), *(ResidualBlock(4 * w) for _ in range(b3)))
+        self.stage4 = nn.Sequential(conv_bn(4 * w, 4 * w), *(ResidualBlock(4 * w) for _ in range(b4)))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * w, num_classes))
         for m in self.modules():
