@@ -1,7 +1,15 @@
 import pytest
 import torch
 
-from braintumour.models import MODELS, BrainTumourCNN, build_model, count_parameters, target_layer
+from braintumour.models import (
+    MODELS,
+    BrainTumourCNN,
+    ResidualBlock,
+    SqueezeExcitation,
+    build_model,
+    count_parameters,
+    target_layer,
+)
 from braintumour.profiles import get_profile
 from braintumour.train import custom_cnn_config
 
@@ -64,6 +72,29 @@ def test_custom_cnn_blocks_add_residual_blocks_and_keep_the_default_weights_load
     assert all(deeper_state[k].shape == v.shape for k, v in default.state_dict().items())
     with pytest.raises(ValueError, match="blocks"):
         build_model("custom_cnn", blocks=(1, 0, 1, 1))
+
+
+def test_custom_cnn_squeeze_excitation_gates_every_residual_branch_and_is_off_by_default():
+    plain = build_model("custom_cnn", width=32)
+    gated = build_model("custom_cnn", width=32, se=True)
+    assert not any(isinstance(m, SqueezeExcitation) for m in plain.modules())
+    blocks = [m for m in gated.modules() if isinstance(m, ResidualBlock)]
+    assert blocks and all(isinstance(b.se, SqueezeExcitation) for b in blocks)
+    assert gated(torch.zeros(2, 1, 96, 96)).shape == (2, 4)
+    # The gate scales channels by a sigmoid: never flips a sign, never amplifies.
+    x = torch.randn(2, 64, 8, 8)
+    y = blocks[1].se(x)
+    assert torch.all(y.abs() <= x.abs() + 1e-6) and torch.all(y * x >= 0)
+
+
+@pytest.mark.parametrize("name,digest", [("custom_cnn", "9ca1fb8baedd181d"), ("custom_cnn_guided", "c8f661a327c81510")])
+def test_default_architectures_keep_their_repr_so_cached_runs_keep_their_keys(name, digest):
+    # runs.run_key hashes the model's repr: an option added with its default off must not change it,
+    # or every cached run (hours of training for `make reproduce`) is trained again. Change the digest
+    # only for a change that should retrain.
+    import hashlib
+
+    assert hashlib.sha256(repr(build_model(name, width=32)).encode()).hexdigest()[:16] == digest
 
 
 def test_unknown_model_name_lists_known_ones():
