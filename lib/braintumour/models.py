@@ -50,14 +50,13 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, channels: int, se: bool = False) -> None:
         super().__init__()
-        layers = [
+        self.body = nn.Sequential(
             nn.Conv2d(channels, channels, 3, padding=1, bias=False),
             nn.BatchNorm2d(channels),
             nn.ReLU(inplace=True),
             nn.Conv2d(channels, channels, 3, padding=1, bias=False),
             nn.BatchNorm2d(channels),
-        ]
-        self.body = nn.Sequential(*layers)
+        )
         # None, not nn.Identity, when off: the module's repr is part of every run's cache key
         # (runs.run_key), and the runs trained before this option existed must keep their keys.
         self.se = SqueezeExcitation(channels) if se else None
