@@ -12,52 +12,34 @@ diagnosis, not a model this project reports: it costs the training time of every
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import Counter
 
 import numpy as np
-from screen_recipe import override
+from screen_recipe import load_recipe_data, recipe_args, train_recipe
 
-from braintumour import data, evaluate, runs, splits
-from braintumour.profiles import get_profile
-from braintumour.train import custom_cnn_config
+from braintumour import evaluate
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("overrides", nargs="*", type=override, help="TrainConfig fields as FIELD=JSON")
-    ap.add_argument("--profile", default="cpu")
-    ap.add_argument("--seeds", type=lambda t: [int(s) for s in t.split(",")], default=[0, 1, 2])
-    args = ap.parse_args()
-    p = get_profile(args.profile)
-    overrides = dict(args.overrides)
-    dataset = data.load_dataset()
-    images = data.load_images(dataset, p["image_size"])
-    labels = dataset.manifest.label.to_numpy()
-    split = splits.load_split(dataset, per_class_limit=p["per_class_limit"])
-    y = labels[split.test]
-    masks = None
-    if overrides.get("mask_weight"):
-        masks = data.training_masks(dataset, split.train, p["image_size"])
+    p, overrides, seeds = recipe_args(__doc__.splitlines()[0], [0, 1, 2])
+    d = load_recipe_data(p, overrides)
+    y = d.labels[d.split.test]
     proba, wrong = {}, {}
-    for seed in args.seeds:
-        cfg = custom_cnn_config(p, seed, **overrides)
-        weights = splits.class_weights(labels[split.train], cfg.class_weighting)
-        run = runs.train_or_load(cfg, images, labels, split, weights, dataset.fingerprint, progress=False,
-                                 train_masks=masks)
-        proba[seed] = evaluate.predict_proba(run.model, images[split.test])
+    for seed in seeds:
+        run = train_recipe(p, seed, overrides, d)
+        proba[seed] = evaluate.predict_proba(run.model, d.images[d.split.test])
         wrong[seed] = set(np.flatnonzero(proba[seed].argmax(1) != y).tolist())
         print(json.dumps({"seed": seed, "run": run.run_dir.name, "test_errors": len(wrong[seed])}))
     times_wrong = Counter(i for w in wrong.values() for i in w)
-    averaged = np.mean([proba[s] for s in args.seeds], axis=0).argmax(1)
+    averaged = np.mean([proba[s] for s in seeds], axis=0).argmax(1)
     print(json.dumps({
-        "overrides": overrides, "seeds": args.seeds,
+        "overrides": overrides, "seeds": seeds,
         "images_wrong_in_k_seeds": {k: n for k, n in sorted(Counter(times_wrong.values()).items())},
         "images_wrong_in_any_seed": len(times_wrong),
         "averaged_probabilities_errors": int((averaged != y).sum()),
-        "wrong_in_every_seed": sorted(dataset.manifest.path.iloc[split.test[i]]
-                                      for i, k in times_wrong.items() if k == len(args.seeds)),
+        "wrong_in_every_seed": sorted(d.dataset.manifest.path.iloc[d.split.test[i]]
+                                      for i, k in times_wrong.items() if k == len(seeds)),
     }))
 
 

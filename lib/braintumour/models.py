@@ -104,14 +104,14 @@ class BrainTumourCNN(nn.Module):
             raise ValueError(f"blocks must be four counts >= 1 (residual blocks per stage), got {blocks!r}")
         b1, b2, b3, b4 = blocks
         self.stem = nn.Sequential(conv_bn(1, stem_width, stride=2), conv_bn(stem_width, w, stride=2))
-        # One block per stage keeps the module names of the weights committed under reports/models.
-        def res(c: int) -> ResidualBlock:
-            return ResidualBlock(c, se=se)
+        def residual(c: int, n: int) -> list[ResidualBlock]:
+            return [ResidualBlock(c, se=se) for _ in range(n)]
 
-        self.stage1 = res(w) if b1 == 1 else nn.Sequential(*(res(w) for _ in range(b1)))
-        self.stage2 = nn.Sequential(conv_bn(w, 2 * w, stride=2), *(res(2 * w) for _ in range(b2)))
-        self.stage3 = nn.Sequential(conv_bn(2 * w, 4 * w, stride=2), *(res(4 * w) for _ in range(b3)))
-        self.stage4 = nn.Sequential(conv_bn(4 * w, 4 * w), *(res(4 * w) for _ in range(b4)))
+        # A lone block in stage 1 is not wrapped: the module names of the committed weights stay.
+        self.stage1 = residual(w, 1)[0] if b1 == 1 else nn.Sequential(*residual(w, b1))
+        self.stage2 = nn.Sequential(conv_bn(w, 2 * w, stride=2), *residual(2 * w, b2))
+        self.stage3 = nn.Sequential(conv_bn(2 * w, 4 * w, stride=2), *residual(4 * w, b3))
+        self.stage4 = nn.Sequential(conv_bn(4 * w, 4 * w), *residual(4 * w, b4))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * w, num_classes))
         for m in self.modules():
