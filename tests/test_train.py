@@ -5,7 +5,17 @@ import torch.nn.functional as F
 
 from braintumour import data, runs, splits
 from braintumour.evaluate import predict_proba
-from braintumour.train import CheckpointError, TrainConfig, load_checkpoint, save_checkpoint, train
+from braintumour.profiles import get_profile
+from braintumour.train import (
+    PEAK_LR,
+    CheckpointError,
+    TrainConfig,
+    baseline_config,
+    custom_cnn_config,
+    load_checkpoint,
+    save_checkpoint,
+    train,
+)
 from braintumour.transforms import Augment, to_input
 
 SIZE = 48
@@ -58,6 +68,38 @@ def test_resume_after_interruption_equals_uninterrupted(tiny, tmp_path):
     for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
     np.testing.assert_allclose(h1.train_loss, h2.train_loss)
+
+
+def test_on_epoch_end_sees_every_epoch_and_changes_no_weights(tiny, tmp_path):
+    images, labels, split = tiny
+    cfg = _cfg()
+    w = splits.class_weights(labels[split.train])
+    plain, _ = train(cfg, images, labels, split.train, split.val, w, tmp_path / "a", progress=False)
+    seen = {}
+
+    def record(epoch, model):
+        assert not model.training
+        seen[epoch] = predict_proba(model, images[split.val])
+
+    watched, history = train(cfg, images, labels, split.train, split.val, w, tmp_path / "b", progress=False,
+                             on_epoch_end=record)
+    assert sorted(seen) == [1, 2, 3]
+    for (k, a), (_, b) in zip(plain.state_dict().items(), watched.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    accuracy = [float((p.argmax(1) == labels[split.val]).mean()) for p in seen.values()]
+    np.testing.assert_allclose(accuracy, history.val_accuracy)
+
+
+def test_baselines_train_with_the_custom_cnns_recipe_but_their_own_peak_lr():
+    params = get_profile("cpu")
+    custom = custom_cnn_config(params, seed=3).to_dict()
+    for name in ("lenet5", "alexnet", "vgg16_bn", "resnet50"):
+        cfg = baseline_config(params, name, seed=3, time_budget_s=900).to_dict()
+        assert cfg["lr"] == PEAK_LR.get(name, TrainConfig.lr)
+        assert cfg["model_kwargs"] == {} and cfg["time_budget_s"] == 900
+        same = {k: v for k, v in cfg.items() if k not in ("model", "model_kwargs", "lr", "time_budget_s")}
+        assert same == {k: custom[k] for k in same}, name
+    assert baseline_config(params, "alexnet", 0).weight_decay == params["weight_decay"] == 0.05
 
 
 def test_checkpoint_round_trip_and_bad_files(tiny, tmp_path):

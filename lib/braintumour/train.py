@@ -91,6 +91,17 @@ def custom_cnn_config(params: dict, seed: int, class_weighting: str = "inverse",
                           **overrides})
 
 
+def baseline_config(params: dict, model: str, seed: int, time_budget_s: float | None = None) -> TrainConfig:
+    """A baseline's training recipe (LeNet-5, AlexNet, VGG-16-BN, ResNet-50) from a profile's parameters:
+    the custom CNN's optimiser, schedule, weight decay, precision and class weights, only the peak
+    learning rate per architecture (`PEAK_LR`), and no width. Notebooks 04 and 06 build it here, so a
+    baseline trains with one recipe wherever it appears."""
+    return TrainConfig(model=model, image_size=params["image_size"], epochs=params["epochs"],
+                       batch_size=params["batch_size"], patience=params["patience"], class_weighting="inverse",
+                       lr=PEAK_LR.get(model, TrainConfig.lr), weight_decay=params["weight_decay"], seed=seed,
+                       time_budget_s=time_budget_s, precision=params["precision"])
+
+
 def native_bf16() -> bool:
     """Whether oneDNN runs bfloat16 natively on this CPU (AVX-512 BF16 or AMX); without it autocast
     to bfloat16 is emulated and makes training several times slower, not faster."""
@@ -118,6 +129,7 @@ def train(
     progress: bool = True,
     train_masks: np.ndarray | None = None,
     train_groups: np.ndarray | None = None,
+    on_epoch_end: Callable[[int, torch.nn.Module], None] | None = None,
 ) -> tuple[torch.nn.Module, pd.DataFrame]:
     """Train `cfg.model` on images[train_idx], select on images[val_idx]; return (best model, history).
 
@@ -127,7 +139,9 @@ def train(
 
     `run_dir` receives `last.pt` (every epoch, for resume), `best.pt` (best validation macro-F1)
     and `history.csv`. If `run_dir/last.pt` exists with the same config, training resumes from it.
-    `stop_after_epochs` simulates an interruption (used by the resume test).
+    `stop_after_epochs` simulates an interruption (used by the resume test). `on_epoch_end(epoch, model)`
+    is called after each epoch's checkpoints, the model in eval mode; it must not draw random numbers
+    (`benchmarks/checkpoint_selection.py` uses it to look at every epoch's weights).
     """
     run_dir = Path(run_dir)
     if cfg.precision not in (None, "bf16"):
@@ -268,6 +282,8 @@ def train(
         )
         history = pd.DataFrame(state["history"])
         files.write_text(run_dir / "history.csv", history.to_csv(index=False))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, model)
         if progress:
             tqdm.write(
                 f"epoch {epoch + 1}: loss {row['train_loss']:.4f} val acc {row['val_accuracy']:.4f} "

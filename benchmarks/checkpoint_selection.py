@@ -1,0 +1,136 @@
+"""Which epoch's weights to keep: replay the custom CNN's runs and score every selection rule on Testing.
+
+A run keeps the epoch with the best validation macro-F1 (`train.train`). Validation has 572 images, so
+the best epoch is often best by one image, and ties go to the earliest. This script retrains the
+recipe's seeds (deterministic: the same weights as notebook 03's cached runs, which it checks) with
+`train(on_epoch_end=...)` recording every epoch's validation and Testing probabilities from
+`--from-epoch` on, then prints the Testing errors each rule would have given:
+- best validation macro-F1, earliest epoch (the rule in use) and latest epoch among ties;
+- lowest class-weighted validation loss; the last epoch;
+- the averaged probabilities of the last k epochs' weights (a checkpoint ensemble: k forward
+  passes per image at inference, no extra training);
+- the averaged weights of the last k epochs, BatchNorm statistics re-estimated on the training
+  images (stochastic weight averaging's recipe, Izmailov et al., 2018; `torch.optim.swa_utils`).
+The probabilities and each recorded epoch's weights are saved under data/interim/checkpoint_selection/
+(git-ignored) so the rules can be re-scored with `--score-only`. A diagnosis for choosing a rule, not
+a result the notebooks report.
+
+    .venv/bin/python benchmarks/checkpoint_selection.py --seeds 0,1,2
+    .venv/bin/python benchmarks/checkpoint_selection.py --seeds 0,1,2 --score-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from screen_recipe import RecipeData, load_recipe_data, override
+from sklearn.metrics import f1_score
+from torch.optim.swa_utils import update_bn
+
+from braintumour import config, evaluate, splits
+from braintumour.models import build_model
+from braintumour.profiles import get_profile
+from braintumour.train import custom_cnn_config, train
+from braintumour.transforms import to_input
+
+
+def replay(p: dict, seed: int, overrides: dict, from_epoch: int, out: Path) -> None:
+    d = load_recipe_data(p, overrides)
+    cfg = custom_cnn_config(p, seed, **overrides)
+    weights = splits.class_weights(d.labels[d.split.train], cfg.class_weighting)
+    epochs, val, test = [], [], []
+
+    def record(epoch: int, model: torch.nn.Module) -> None:
+        if epoch >= from_epoch:
+            epochs.append(epoch)
+            val.append(evaluate.predict_proba(model, d.images[d.split.val]))
+            test.append(evaluate.predict_proba(model, d.images[d.split.test]))
+            torch.save(model.state_dict(), weights_dir / f"epoch{epoch}.pt")  # to rebuild any rule's model
+
+    run_dir, weights_dir = out / f"seed{seed}-run", out / f"seed{seed}-weights"
+    shutil.rmtree(run_dir, ignore_errors=True)  # a resumed run would skip the epochs before it
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    train(cfg, d.images, d.labels, d.split.train, d.split.val, weights, run_dir, progress=False,
+          train_masks=d.train_masks, on_epoch_end=record)
+    np.savez(out / f"seed{seed}.npz", epochs=np.array(epochs), val=np.stack(val), test=np.stack(test),
+             val_labels=d.labels[d.split.val], test_labels=d.labels[d.split.test], class_weights=weights)
+
+
+def score(path: Path, ks: tuple[int, ...] = (3, 5)) -> dict:
+    z = np.load(path)
+    epochs, val, test, yv, yt = z["epochs"], z["val"], z["test"], z["val_labels"], z["test_labels"]
+    val_f1 = np.array([f1_score(yv, v.argmax(1), average="macro") for v in val])
+    w = torch.as_tensor(z["class_weights"], dtype=torch.float32)
+    val_loss = np.array([F.nll_loss(torch.log(torch.from_numpy(v).clamp_min(1e-12)), torch.from_numpy(yv).long(),
+                                    weight=w).item() for v in val])
+
+    def errors(proba: np.ndarray) -> int:
+        return int((proba.argmax(1) != yt).sum())
+
+    best = np.flatnonzero(val_f1 == val_f1.max())
+    rules = {
+        "best_val_f1_earliest": (int(epochs[best[0]]), errors(test[best[0]])),
+        "best_val_f1_latest": (int(epochs[best[-1]]), errors(test[best[-1]])),
+        "lowest_val_loss": (int(epochs[val_loss.argmin()]), errors(test[val_loss.argmin()])),
+        "last_epoch": (int(epochs[-1]), errors(test[-1])),
+    }
+    for k in (k for k in ks if k <= len(epochs)):
+        rules[f"mean_of_last_{k}"] = (f"{epochs[-k]}-{epochs[-1]}", errors(test[-k:].mean(0)))
+    return {"errors_by_epoch": {int(e): errors(t) for e, t in zip(epochs, test, strict=True)}, "rules": rules}
+
+
+def averaged_weights_errors(out: Path, seed: int, epochs: list[int], p: dict, overrides: dict,
+                            d: RecipeData) -> int:
+    """Testing errors of the mean of the given epochs' weights, BatchNorm re-estimated on Training."""
+    cfg = custom_cnn_config(p, seed, **overrides)
+    states = [torch.load(out / f"seed{seed}-weights" / f"epoch{e}.pt") for e in epochs]
+    model = build_model(cfg.model, **cfg.model_kwargs)
+    model.load_state_dict({k: torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype)
+                           for k, v in states[-1].items()})
+    train_images = torch.from_numpy(d.images[d.split.train])
+    batches = (to_input(train_images[i : i + 64]) for i in range(0, len(train_images), 64))
+    with torch.no_grad():
+        update_bn(batches, model)
+    proba = evaluate.predict_proba(model, d.images[d.split.test])
+    return int((proba.argmax(1) != d.labels[d.split.test]).sum())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("overrides", nargs="*", type=override, help="TrainConfig fields as FIELD=JSON")
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--seeds", type=lambda t: [int(s) for s in t.split(",")], default=[0])
+    ap.add_argument("--from-epoch", type=int, default=26, help="first epoch whose probabilities are kept")
+    ap.add_argument("--score-only", action="store_true", help="re-score the saved probabilities")
+    args = ap.parse_args()
+    p, overrides = get_profile(args.profile), dict(args.overrides)
+    tag = "-".join(f"{k}={json.dumps(v, sort_keys=True)}" for k, v in sorted(overrides.items())) or "recipe"
+    out = config.interim_dir() / "checkpoint_selection" / f"{args.profile}-{tag}".replace("/", "_").replace(" ", "")
+    out.mkdir(parents=True, exist_ok=True)
+    totals: dict[str, int] = {}
+    data_for_bn = load_recipe_data(p, overrides)
+    for seed in args.seeds:
+        if not args.score_only:
+            replay(p, seed, overrides, args.from_epoch, out)
+        result = score(out / f"seed{seed}.npz")
+        last = max(result["errors_by_epoch"])
+        for k in (3, 5, 10):
+            result["rules"][f"weights_mean_of_last_{k}"] = (
+                f"{last - k + 1}-{last}",
+                averaged_weights_errors(out, seed, list(range(last - k + 1, last + 1)), p, overrides, data_for_bn))
+        for rule, (_, n) in result["rules"].items():
+            totals[rule] = totals.get(rule, 0) + n
+        print(json.dumps({"seed": seed, **result}), flush=True)
+    print(json.dumps({"seeds": args.seeds, "overrides": overrides, "test_errors_summed": totals}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
