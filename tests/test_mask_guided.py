@@ -143,14 +143,16 @@ def test_mask_guided_training_runs_and_needs_masks(tmp_path):
 
 
 def test_mask_guided_sentence_reads_the_metrics_file_schema():
-    from braintumour.summary import mask_guided_sentence
+    from braintumour.summary import ablation_accuracy, mask_guided_sentence
 
     score = {"all": {"pointing": {"mean": 0.61}, "energy": {"mean": 0.33}}}
     guided = {
         "seeds": [0, 1, 2],
-        "ablation": [{"variant": "plain custom CNN (notebook 03/05)", "Testing accuracy": "0.9705 ± 0.0029",
+        "ablation": [{"variant": "plain custom CNN (notebook 03/05)", "Testing accuracy": 0.9705,
+                      "Testing accuracy sd": 0.0029,
                       "pointing": 0.276, "energy": 0.032},
-                     {"variant": "(b) + mask term", "Testing accuracy": "0.9746 ± 0.0038", "pointing": 0.808,
+                     {"variant": "(b) + mask term", "Testing accuracy": 0.9746,
+                      "Testing accuracy sd": 0.0038, "pointing": 0.808,
                       "energy": 0.52}],
         "test_over_seeds": {"accuracy": {"mean": 0.9746, "sd": 0.0038}, "macro_f1": {"mean": 0.9731, "sd": 0.0042}},
         "unseen_patients": {"gradcam": score, "over_folds": {"all images": {"accuracy": {"mean": 0.9}}}},
@@ -160,3 +162,5 @@ def test_mask_guided_sentence_reads_the_metrics_file_schema():
                  "plain, when notebook 07 ran: 97.05% ± 0.29%", "pointing game 0.81",
                  "energy inside the mask 0.52", "plain: 0.28 and 0.03", "pointing 0.61, energy 0.33, accuracy 90.0%"):
         assert part in text, (part, text)
+    one_seed = {"variant": "(a) architecture", "Testing accuracy": 0.9916, "Testing accuracy sd": None}
+    assert ablation_accuracy(one_seed) == "99.16%"
