@@ -71,24 +71,25 @@ def score(path: Path, ks: tuple[int, ...] = (3, 5)) -> dict:
     val_loss = np.array([F.nll_loss(torch.log(torch.from_numpy(v).clamp_min(1e-12)), torch.from_numpy(yv).long(),
                                     weight=w).item() for v in val])
 
-    def errors(proba: np.ndarray) -> int:
-        return int((proba.argmax(1) != yt).sum())
+    def test_errors(proba: np.ndarray) -> int:
+        return errors(proba, yt)
 
     best = np.flatnonzero(val_f1 == val_f1.max())
     rules = {
-        "best_val_f1_earliest": (int(epochs[best[0]]), errors(test[best[0]])),
-        "best_val_f1_latest": (int(epochs[best[-1]]), errors(test[best[-1]])),
-        "lowest_val_loss": (int(epochs[val_loss.argmin()]), errors(test[val_loss.argmin()])),
-        "last_epoch": (int(epochs[-1]), errors(test[-1])),
+        "best_val_f1_earliest": (int(epochs[best[0]]), test_errors(test[best[0]])),
+        "best_val_f1_latest": (int(epochs[best[-1]]), test_errors(test[best[-1]])),
+        "lowest_val_loss": (int(epochs[val_loss.argmin()]), test_errors(test[val_loss.argmin()])),
+        "last_epoch": (int(epochs[-1]), test_errors(test[-1])),
     }
     for k in (k for k in ks if k <= len(epochs)):
-        rules[f"mean_of_last_{k}"] = (f"{epochs[-k]}-{epochs[-1]}", errors(test[-k:].mean(0)))
-    return {"errors_by_epoch": {int(e): errors(t) for e, t in zip(epochs, test, strict=True)}, "rules": rules}
+        rules[f"mean_of_last_{k}"] = (f"{epochs[-k]}-{epochs[-1]}", test_errors(test[-k:].mean(0)))
+    return {"errors_by_epoch": {int(e): test_errors(t) for e, t in zip(epochs, test, strict=True)}, "rules": rules}
 
 
-def averaged_weights_errors(out: Path, seed: int, epochs: list[int], p: dict, overrides: dict,
-                            d: RecipeData) -> int:
-    """Testing errors of the mean of the given epochs' weights, BatchNorm re-estimated on Training."""
+def averaged_weights_proba(out: Path, seed: int, epochs: list[int], p: dict, overrides: dict,
+                           d: RecipeData) -> tuple[np.ndarray, np.ndarray]:
+    """(validation, Testing) probabilities of the mean of the given epochs' weights, BatchNorm's statistics
+    re-estimated on the un-augmented Training images (one epoch: that epoch's weights, only BN redone)."""
     cfg = custom_cnn_config(p, seed, **overrides)
     states = [torch.load(out / f"seed{seed}-weights" / f"epoch{e}.pt") for e in epochs]
     model = build_model(cfg.model, **cfg.model_kwargs)
@@ -98,8 +99,11 @@ def averaged_weights_errors(out: Path, seed: int, epochs: list[int], p: dict, ov
     batches = (to_input(train_images[i : i + 64]) for i in range(0, len(train_images), 64))
     with torch.no_grad():
         update_bn(batches, model)
-    proba = evaluate.predict_proba(model, d.images[d.split.test])
-    return int((proba.argmax(1) != d.labels[d.split.test]).sum())
+    return tuple(evaluate.predict_proba(model, d.images[rows]) for rows in (d.split.val, d.split.test))
+
+
+def errors(proba: np.ndarray, labels: np.ndarray) -> int:
+    return int((proba.argmax(1) != labels).sum())
 
 
 def main() -> None:
@@ -109,6 +113,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=lambda t: [int(s) for s in t.split(",")], default=[0])
     ap.add_argument("--from-epoch", type=int, default=26, help="first epoch whose probabilities are kept")
     ap.add_argument("--score-only", action="store_true", help="re-score the saved probabilities")
+    ap.add_argument("--every-epoch", action="store_true",
+                    help="also re-estimate BatchNorm for every recorded epoch and select on validation after it")
     args = ap.parse_args()
     p, overrides = get_profile(args.profile), dict(args.overrides)
     tag = "-".join(f"{k}={json.dumps(v, sort_keys=True)}" for k, v in sorted(overrides.items())) or "recipe"
@@ -120,11 +126,21 @@ def main() -> None:
         if not args.score_only:
             replay(p, seed, overrides, args.from_epoch, out)
         result = score(out / f"seed{seed}.npz")
-        last = max(result["errors_by_epoch"])
-        for k in (3, 5, 10):
-            result["rules"][f"weights_mean_of_last_{k}"] = (
-                f"{last - k + 1}-{last}",
-                averaged_weights_errors(out, seed, list(range(last - k + 1, last + 1)), p, overrides, data_for_bn))
+        epochs = sorted(result["errors_by_epoch"])
+        best_epoch, last = result["rules"]["best_val_f1_earliest"][0], epochs[-1]
+        yv, yt = data_for_bn.labels[data_for_bn.split.val], data_for_bn.labels[data_for_bn.split.test]
+        bn_rules = {"best_val_f1_bn_reestimated": [best_epoch], "last_epoch_bn_reestimated": [last]}
+        bn_rules |= {f"weights_mean_of_last_{k}": epochs[-k:] for k in (3, 5, 10)}
+        for rule, chosen in bn_rules.items():
+            val, test = averaged_weights_proba(out, seed, chosen, p, overrides, data_for_bn)
+            result["rules"][rule] = (f"{chosen[0]}-{chosen[-1]}, validation errors {errors(val, yv)}",
+                                     errors(test, yt))
+        if args.every_epoch:  # BN re-estimated after every epoch, then the best validation macro-F1
+            redone = {e: averaged_weights_proba(out, seed, [e], p, overrides, data_for_bn) for e in epochs}
+            f1 = {e: f1_score(yv, v.argmax(1), average="macro") for e, (v, _) in redone.items()}
+            pick = min(e for e in epochs if f1[e] == max(f1.values()))
+            result["rules"]["bn_reestimated_every_epoch_best_val_f1"] = (pick, errors(redone[pick][1], yt))
+            result["errors_by_epoch_bn_reestimated"] = {e: errors(t, yt) for e, (_, t) in redone.items()}
         for rule, (_, n) in result["rules"].items():
             totals[rule] = totals.get(rule, 0) + n
         print(json.dumps({"seed": seed, **result}), flush=True)

@@ -13,6 +13,7 @@ from braintumour.train import (
     baseline_config,
     custom_cnn_config,
     load_checkpoint,
+    reestimate_batchnorm,
     save_checkpoint,
     train,
 )
@@ -136,6 +137,46 @@ def test_finished_run_is_reused_unless_retrain(tiny, tmp_path):
     assert other.run_dir != first.run_dir  # other data fingerprint, other run
     fresh = runs.train_or_load(*args, runs_root=tmp_path, retrain=True, progress=False)
     assert not fresh.reused
+
+
+def test_reestimate_batchnorm_gives_the_clean_images_statistics(tiny):
+    images, _, split = tiny
+    from braintumour.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("custom_cnn")
+    conv, bn = model.stem[0][0], model.stem[0][1]
+    rows = split.train[:32]  # one batch: update_bn's average over batches is then the plain average
+    reestimate_batchnorm(model, images[rows], batch_size=32)
+    assert not model.training
+    with torch.no_grad():
+        out = conv(to_input(torch.from_numpy(images[rows])))
+    torch.testing.assert_close(bn.running_mean, out.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(bn.running_var, out.var(dim=(0, 2, 3), unbiased=True), rtol=1e-3, atol=1e-5)
+    lenet = build_model("lenet5")  # no BatchNorm: nothing to recompute, nothing changed
+    before = {k: v.clone() for k, v in lenet.state_dict().items()}
+    reestimate_batchnorm(lenet, images[rows])
+    assert all(torch.equal(before[k], v) for k, v in lenet.state_dict().items())
+
+
+def test_reestimate_bn_is_applied_when_a_run_is_loaded_and_keeps_its_key(tiny, tmp_path):
+    images, labels, split = tiny
+    plain_cfg, redo_cfg = _cfg(epochs=1), _cfg(epochs=1, reestimate_bn=True)
+    assert runs.run_key(plain_cfg, split, "f" * 64) == runs.run_key(redo_cfg, split, "f" * 64)
+    plain = runs.train_or_load(plain_cfg, images, labels, split, np.ones(4), "f" * 64, runs_root=tmp_path,
+                               progress=False)
+    redone = runs.train_or_load(redo_cfg, images, labels, split, np.ones(4), "f" * 64, runs_root=tmp_path,
+                                progress=False)
+    assert redone.reused and redone.run_dir == plain.run_dir  # the trained run is shared, not retrained
+    weights = {k: v for k, v in plain.model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    assert all(torch.equal(v, redone.model.state_dict()[k]) for k, v in weights.items())
+    assert not torch.equal(plain.model.stem[0][1].running_mean, redone.model.stem[0][1].running_mean)
+    on_disk, _ = load_checkpoint(plain.run_dir / "best.pt")  # the checkpoint keeps the trained statistics
+    assert torch.equal(on_disk.stem[0][1].running_mean, plain.model.stem[0][1].running_mean)
+    again = runs.train_or_load(redo_cfg, images, labels, split, np.ones(4), "f" * 64, runs_root=tmp_path,
+                               progress=False)
+    np.testing.assert_array_equal(predict_proba(again.model, images[split.val]),
+                                  predict_proba(redone.model, images[split.val]))
 
 
 def test_augment_is_seeded_and_keeps_shape(tiny):

@@ -24,7 +24,7 @@ from braintumour import files
 from braintumour.config import interim_dir
 from braintumour.models import build_model
 from braintumour.splits import Split
-from braintumour.train import TrainConfig, load_checkpoint, train
+from braintumour.train import TrainConfig, load_checkpoint, reestimate_batchnorm, train
 from braintumour.transforms import Augment
 
 
@@ -57,8 +57,9 @@ def run_key(cfg: TrainConfig, split: Split, data_fingerprint: str, train_masks: 
     """Hash of everything that determines a run's weights: the config with the augmentation and
     architecture it resolves to (so a changed library default retrains), the split and the data.
     Threads are left out: results do not depend on them. Options left at None are left out too, so
-    adding an option later does not retrain the runs that never used it."""
-    cfg_dict = {k: v for k, v in cfg.to_dict().items() if k != "threads" and v is not None}
+    adding an option later does not retrain the runs that never used it; so is `reestimate_bn`, a step
+    `train_or_load` applies to the kept checkpoint, which never changes what is trained."""
+    cfg_dict = {k: v for k, v in cfg.to_dict().items() if k not in ("threads", "reestimate_bn") and v is not None}
     cfg_dict["augment_resolved"] = dataclasses.asdict(Augment(**cfg.augment))
     cfg_dict["architecture"] = repr(build_model(cfg.model, **cfg.model_kwargs))
     h = hashlib.sha256(json.dumps(cfg_dict, sort_keys=True).encode())
@@ -88,7 +89,9 @@ def train_or_load(
 ) -> RunResult:
     """Train one run, or reuse the finished run with the same key. `train_masks`: for mask-guided
     runs, aligned with `split.train` (see `data.training_masks`); `train_groups`: for source-balanced
-    runs, aligned with `split.train` (`splits.source_groups`)."""
+    runs, aligned with `split.train` (`splits.source_groups`). With `cfg.reestimate_bn` the returned
+    model's BatchNorm statistics are recomputed over the un-augmented training images (the checkpoint
+    on disk keeps the trained ones)."""
     key = run_key(cfg, split, data_fingerprint, train_masks, train_groups)
     run_dir = (runs_root or interim_dir() / "runs") / f"{cfg.model}-seed{cfg.seed}-{key}"
     done = run_dir / "done.json"
@@ -99,7 +102,7 @@ def train_or_load(
         model, payload = load_checkpoint(run_dir / "best.pt")
         return RunResult(
             cfg,
-            model,
+            reestimate_batchnorm(model, images[split.train]) if cfg.reestimate_bn else model,
             pd.read_csv(run_dir / "history.csv"),
             info["train_seconds"],
             payload["epoch"],
@@ -122,4 +125,6 @@ def train_or_load(
             "data_fingerprint": data_fingerprint,
         },
     )
+    if cfg.reestimate_bn:
+        model = reestimate_batchnorm(model, images[split.train])
     return RunResult(cfg, model, history, seconds, payload["epoch"], run_dir, reused=False)
