@@ -173,8 +173,9 @@ def test_reestimate_bn_is_applied_when_a_run_is_loaded_and_keeps_its_key(tiny, t
     assert not torch.equal(plain.model.stem[0][1].running_mean, redone.model.stem[0][1].running_mean)
     on_disk, _ = load_checkpoint(plain.run_dir / "best.pt")  # the checkpoint keeps the trained statistics
     assert torch.equal(on_disk.stem[0][1].running_mean, plain.model.stem[0][1].running_mean)
+    assert (plain.run_dir / "best_bn.pt").is_file()
     again = runs.train_or_load(redo_cfg, images, labels, split, np.ones(4), "f" * 64, runs_root=tmp_path,
-                               progress=False)
+                               progress=False)  # from the cache
     np.testing.assert_array_equal(predict_proba(again.model, images[split.val]),
                                   predict_proba(redone.model, images[split.val]))
 
