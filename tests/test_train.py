@@ -98,8 +98,10 @@ def test_baselines_train_with_the_custom_cnns_recipe_but_their_own_peak_lr():
         cfg = baseline_config(params, name, seed=3, time_budget_s=900).to_dict()
         assert cfg["lr"] == PEAK_LR.get(name, TrainConfig.lr)
         assert cfg["model_kwargs"] == {} and cfg["time_budget_s"] == 900
-        same = {k: v for k, v in cfg.items() if k not in ("model", "model_kwargs", "lr", "time_budget_s")}
+        same = {k: v for k, v in cfg.items()
+                if k not in ("model", "model_kwargs", "lr", "time_budget_s", "reestimate_bn")}
         assert same == {k: custom[k] for k in same}, name
+        assert cfg["reestimate_bn"] is None and custom["reestimate_bn"] is True  # the custom CNN's step only
     assert baseline_config(params, "alexnet", 0).weight_decay == params["weight_decay"] == 0.05
 
 

@@ -43,9 +43,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         # made 33 Testing errors over seeds 0-2 (10, 12, 11) against 40 (10, 17, 13) (README).
         "weight_decay": 0.05,
         "precision": "bf16",  # TrainConfig.precision; None on a CPU without native bfloat16
-        # TrainConfig.reestimate_bn, for every model (the baselines' BatchNorm too): the kept checkpoint's
-        # BatchNorm statistics recomputed over the un-augmented training images: the custom CNN's Testing
-        # errors over seeds 0-2, the same checkpoints, 33 -> 28 (README).
+        # TrainConfig.reestimate_bn for the custom CNN (plain and mask-guided; `custom_cnn_config`): the kept
+        # checkpoint's BatchNorm statistics recomputed over the un-augmented training images. Its Testing
+        # errors over seeds 0-2, the same checkpoints, 33 -> 28 (README). Not for the baselines (`baseline_config`).
         "reestimate_bn": True,
         "batch_size": 64,
         "seeds": [0, 1, 2],
