@@ -32,17 +32,14 @@ import torch
 import torch.nn.functional as F
 from screen_recipe import RecipeData, load_recipe_data, override
 from sklearn.metrics import f1_score
-from torch.optim.swa_utils import update_bn
 
 from braintumour import config, evaluate, splits
 from braintumour.models import build_model
 from braintumour.profiles import get_profile
-from braintumour.train import custom_cnn_config, train
-from braintumour.transforms import to_input
+from braintumour.train import custom_cnn_config, reestimate_batchnorm, train
 
 
-def replay(p: dict, seed: int, overrides: dict, from_epoch: int, out: Path) -> None:
-    d = load_recipe_data(p, overrides)
+def replay(p: dict, seed: int, overrides: dict, from_epoch: int, out: Path, d: RecipeData) -> None:
     cfg = custom_cnn_config(p, seed, **overrides)
     weights = splits.class_weights(d.labels[d.split.train], cfg.class_weighting)
     epochs, val, test = [], [], []
@@ -95,10 +92,7 @@ def averaged_weights_proba(out: Path, seed: int, epochs: list[int], p: dict, ove
     model = build_model(cfg.model, **cfg.model_kwargs)
     model.load_state_dict({k: torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype)
                            for k, v in states[-1].items()})
-    train_images = torch.from_numpy(d.images[d.split.train])
-    batches = (to_input(train_images[i : i + 64]) for i in range(0, len(train_images), 64))
-    with torch.no_grad():
-        update_bn(batches, model)
+    reestimate_batchnorm(model, d.images[d.split.train])
     return tuple(evaluate.predict_proba(model, d.images[rows]) for rows in (d.split.val, d.split.test))
 
 
@@ -106,7 +100,7 @@ def errors(proba: np.ndarray, labels: np.ndarray) -> int:
     return int((proba.argmax(1) != labels).sum())
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("overrides", nargs="*", type=override, help="TrainConfig fields as FIELD=JSON")
     ap.add_argument("--profile", default="cpu")
@@ -121,10 +115,10 @@ def main() -> None:
     out = config.interim_dir() / "checkpoint_selection" / f"{args.profile}-{tag}".replace("/", "_").replace(" ", "")
     out.mkdir(parents=True, exist_ok=True)
     totals: dict[str, int] = {}
-    data_for_bn = load_recipe_data(p, overrides)
+    data_for_bn = load_recipe_data(p, overrides)  # one load for the replays and the re-scoring
     for seed in args.seeds:
         if not args.score_only:
-            replay(p, seed, overrides, args.from_epoch, out)
+            replay(p, seed, overrides, args.from_epoch, out, data_for_bn)
         result = score(out / f"seed{seed}.npz")
         epochs = sorted(result["errors_by_epoch"])
         best_epoch, last = result["rules"]["best_val_f1_earliest"][0], epochs[-1]
