@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
-from braintumour import evaluate
+from braintumour import evaluate, splits
 
 
 def _onehot(pred, k=4, conf=0.9):
@@ -95,3 +96,25 @@ def test_recall_by_group_over_seeds_averages_recalls_not_counts():
     out = evaluate.recall_by_group_over_seeds(y_true, probas, groups, {0: "a", 1: "b"})
     assert out["glioma"] == {"a": 0.5, "a images": 1, "b": 1.0, "b images": 1}
     assert out["meningioma"] == {"a": 0.75, "a images": 2}
+
+
+class _Fixed(torch.nn.Module):
+    """Predicts the class given by each image's first pixel, whatever the input scaling."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = x[:, 0, 0, 0]
+        return torch.nn.functional.one_hot((first > first.min()).long() * 3, 4).float() * 10
+
+
+def test_recall_by_source_predicts_validation_and_keeps_testing_probabilities():
+    images = np.zeros((6, 8, 8), dtype=np.uint8)
+    images[[1, 4], 0, 0] = 200  # predicted pituitary, every other image glioma
+    labels = np.array([0, 0, 3, 0, 3, 3])
+    split = splits.Split(train=np.array([0]), val=np.array([1, 2, 3]), test=np.array([4, 5]))
+    groups = np.array([0, 0, 1, 1, 0, 1])
+    test_proba = {7: np.eye(4)[[3, 3]]}  # given: both Testing images pituitary
+    out = evaluate.recall_by_source({7: _Fixed()}, test_proba, images, labels, split, groups, {0: "a", 1: "b"})
+    assert out["Testing"]["pituitary"] == {"a": 1.0, "a images": 1, "b": 1.0, "b images": 1}
+    # validation: image 1 (glioma, group a) is called pituitary, image 3 (glioma, b) glioma, 2 (pituitary) glioma
+    assert out["validation"]["glioma"] == {"a": 0.0, "a images": 1, "b": 1.0, "b images": 1}
+    assert out["validation"]["pituitary"] == {"b": 0.0, "b images": 1}

@@ -200,6 +200,17 @@ def recall_by_group_over_seeds(y_true: np.ndarray, probas: dict, groups: np.ndar
                 for g, v in per_seed[0][c].items()} for c in per_seed[0]}
 
 
+def recall_by_source(models: dict, test_proba: dict, images: np.ndarray, labels: np.ndarray, split,
+                     groups: np.ndarray, group_names: dict[int, str]) -> dict[str, dict]:
+    """`recall_by_group_over_seeds` on Testing (`test_proba`: seed -> probabilities of `split.test`,
+    already predicted) and on the validation images (each seed's model in `models` predicts them here):
+    `{"Testing": ..., "validation": ...}`. Validation comes from Training, so a class whose web-collected
+    images are its weak spot in both has learnt the archive's shortcut rather than met a hard test set."""
+    val_proba = {s: predict_proba(m, images[split.val]) for s, m in models.items()}
+    return {where: recall_by_group_over_seeds(labels[idx], p, groups[idx], group_names)
+            for where, idx, p in (("Testing", split.test, test_proba), ("validation", split.val, val_proba))}
+
+
 def mcnemar(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict[str, float]:
     """Exact McNemar test for two classifiers on the same images (Dietterich, 1998).
 
