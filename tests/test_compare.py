@@ -58,6 +58,27 @@ def test_headline_table_adds_a_row_per_baseline_metrics_file(tmp_path):
     assert not table.model.str.startswith("ResNet-50").any()  # no file, no row
 
 
+def test_a_refit_gets_its_own_row_after_ours_and_a_sentence_seed_by_seed(tmp_path):
+    cnn = {**_metrics("custom_cnn", 0.95, seeds=(0, 1)), "image_size": 128, "torch_threads": 2}
+    cnn["test_per_seed"] = {"0": {"errors": 9}, "1": {"errors": 10}}
+    refit = _metrics("custom_cnn", 0.97, seeds=(0, 1))
+    cnn["refit"] = {"train_images": 5712, "train_seconds": {"0": 730.0, "1": 750.0},
+                    "test_per_seed": {"0": {"errors": 8}, "1": {"errors": 6}},
+                    "test_over_seeds": refit["test_over_seeds"],
+                    "test_dedup_over_seeds": refit["test_dedup_over_seeds"]}
+    (tmp_path / "custom_cnn.json").write_text(json.dumps(cnn))
+    table = summary.headline_table(tmp_path)
+    assert table.model.iloc[1].startswith("Custom CNN, ours, refit on Training + validation (last epoch, 2 seeds)")
+    assert table["Testing accuracy"].iloc[1] != table["Testing accuracy"].iloc[0]
+    sentence = summary.refit_sentence(cnn)
+    assert "all 5,712 Training images" in sentence and "12.2-12.5 min" in sentence and "9 -> 8, 10 -> 6" in sentence
+    assert sentence in summary.readme_block(tmp_path)
+    del cnn["refit"]  # a metrics file from before the refit: no row, no sentence
+    (tmp_path / "custom_cnn.json").write_text(json.dumps(cnn))
+    assert not summary.headline_table(tmp_path).model.str.contains("refit").any()
+    assert "Refit" not in summary.readme_block(tmp_path)
+
+
 def test_provenance_groups_metrics_files_by_the_commit_that_wrote_them(tmp_path):
     for name, commit, when in (("custom_cnn", "aaa", "2026-01-02"), ("vgg16_bn", "bbb", "2026-01-01"),
                                ("lenet5", "bbb", "2026-01-01")):

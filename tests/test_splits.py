@@ -21,6 +21,14 @@ def test_split_is_stratified_disjoint_and_deterministic(dataset):
     assert np.abs(p_train - p_val).max() < 0.01
 
 
+def test_refit_split_trains_on_validation_too_and_keeps_testing():
+    split = splits.Split(train=np.array([0, 3, 5]), val=np.array([1, 4]), test=np.array([2, 6]))
+    refit = splits.refit_split(split)
+    np.testing.assert_array_equal(refit.train, [0, 1, 3, 4, 5])
+    np.testing.assert_array_equal(refit.val, split.val)
+    np.testing.assert_array_equal(refit.test, split.test)
+
+
 def test_other_seed_gives_other_split(dataset):
     a = splits.load_split(dataset)
     b = splits.load_split(dataset, seed=1)

@@ -182,6 +182,27 @@ def test_reestimate_bn_is_applied_when_a_run_is_loaded_and_keeps_its_key(tiny, t
                                   predict_proba(redone.model, images[split.val]))
 
 
+def test_a_refit_keeps_the_last_epoch_with_its_statistics_reestimated_on_training_and_validation(tiny, tmp_path):
+    images, labels, split = tiny
+    refit, cfg = splits.refit_split(split), _cfg(epochs=2, reestimate_bn=True)
+    run = runs.train_or_load(cfg, images, labels, refit, np.ones(4), "f" * 64, runs_root=tmp_path, progress=False,
+                             checkpoint="last")
+    assert run.best_epoch == len(run.history) == 2
+    last, _ = load_checkpoint(run.run_dir / "last.pt")
+    assert all(torch.equal(v, run.model.state_dict()[k]) for k, v in last.state_dict().items() if "running" not in k
+               and "num_batches" not in k)
+    expected = reestimate_batchnorm(last, images[refit.train])  # over the union, validation included
+    torch.testing.assert_close(run.model.stem[0][1].running_mean, expected.stem[0][1].running_mean)
+    assert (run.run_dir / "last_bn.pt").is_file() and not (run.run_dir / "best_bn.pt").exists()
+    again = runs.train_or_load(cfg, images, labels, refit, np.ones(4), "f" * 64, runs_root=tmp_path,
+                               progress=False, checkpoint="last")
+    assert again.reused and again.best_epoch == 2
+    np.testing.assert_array_equal(predict_proba(again.model, images[split.test[:8]]),
+                                  predict_proba(run.model, images[split.test[:8]]))
+    with pytest.raises(ValueError, match="checkpoint must be"):
+        runs.train_or_load(cfg, images, labels, refit, np.ones(4), "f" * 64, runs_root=tmp_path, checkpoint="final")
+
+
 def test_augment_is_seeded_and_keeps_shape(tiny):
     images, _, split = tiny
     batch = torch.from_numpy(images[split.train[:8]])

@@ -86,12 +86,18 @@ def train_or_load(
     progress: bool = True,
     train_masks: np.ndarray | None = None,
     train_groups: np.ndarray | None = None,
+    checkpoint: str = "best",
 ) -> RunResult:
     """Train one run, or reuse the finished run with the same key. `train_masks`: for mask-guided
     runs, aligned with `split.train` (see `data.training_masks`); `train_groups`: for source-balanced
-    runs, aligned with `split.train` (`splits.source_groups`). With `cfg.reestimate_bn` the returned
-    model's BatchNorm statistics are recomputed over the un-augmented training images (`best.pt`
-    keeps the trained ones; the result is cached as `best_bn.pt`)."""
+    runs, aligned with `split.train` (`splits.source_groups`). `checkpoint`: the epoch returned, "best"
+    (best validation macro-F1, `best.pt`) or "last" (`last.pt`: for a refit, `splits.refit_split`, whose
+    validation images are training images); both are written by every run, so it is not part of the
+    key. With `cfg.reestimate_bn` the returned model's BatchNorm statistics are recomputed over the
+    un-augmented training images (the checkpoint keeps the trained ones; the result is cached as
+    `best_bn.pt` or `last_bn.pt`)."""
+    if checkpoint not in ("best", "last"):
+        raise ValueError(f"checkpoint must be 'best' or 'last', not {checkpoint!r}")
     key = run_key(cfg, split, data_fingerprint, train_masks, train_groups)
     run_dir = (runs_root or interim_dir() / "runs") / f"{cfg.model}-seed{cfg.seed}-{key}"
     done = run_dir / "done.json"
@@ -99,22 +105,23 @@ def train_or_load(
         shutil.rmtree(run_dir)
     if done.is_file():
         info = json.loads(done.read_text())
-        model, payload = load_checkpoint(run_dir / "best.pt")
+        model, epoch = _kept_checkpoint(run_dir, checkpoint)
         return RunResult(
             cfg,
-            with_reestimated_bn(model, cfg, images, split, run_dir) if cfg.reestimate_bn else model,
+            with_reestimated_bn(model, cfg, images, split, run_dir, checkpoint) if cfg.reestimate_bn else model,
             pd.read_csv(run_dir / "history.csv"),
             info["train_seconds"],
-            payload["epoch"],
+            epoch,
             run_dir,
             reused=True,
         )
     t0 = time.perf_counter()
-    model, history = train(cfg, images, labels, split.train, split.val, weights, run_dir, progress=progress,
-                           train_masks=train_masks, train_groups=train_groups)
+    _, history = train(cfg, images, labels, split.train, split.val, weights, run_dir, progress=progress,
+                       train_masks=train_masks, train_groups=train_groups)
     # Wall-clock of the whole run as the epochs recorded it (resumed runs add up their parts).
     seconds = float(history.seconds.sum() + history.eval_seconds.sum()) if len(history) else time.perf_counter() - t0
     _, payload = load_checkpoint(run_dir / "best.pt")
+    model, epoch = _kept_checkpoint(run_dir, checkpoint)
     files.write_json(
         done,
         {
@@ -126,16 +133,23 @@ def train_or_load(
         },
     )
     if cfg.reestimate_bn:
-        model = with_reestimated_bn(model, cfg, images, split, run_dir)
-    return RunResult(cfg, model, history, seconds, payload["epoch"], run_dir, reused=False)
+        model = with_reestimated_bn(model, cfg, images, split, run_dir, checkpoint)
+    return RunResult(cfg, model, history, seconds, epoch, run_dir, reused=False)
+
+
+def _kept_checkpoint(run_dir: Path, checkpoint: str) -> tuple[torch.nn.Module, int]:
+    """The run's best or last checkpoint and its epoch (`last.pt` also holds the resume state)."""
+    model, payload = load_checkpoint(run_dir / f"{checkpoint}.pt")
+    return model, payload["epoch"] if checkpoint == "best" else payload["state"]["epoch"]
 
 
 def with_reestimated_bn(model: torch.nn.Module, cfg: TrainConfig, images: np.ndarray, split: Split,
-                        run_dir: Path) -> torch.nn.Module:
+                        run_dir: Path, checkpoint: str = "best") -> torch.nn.Module:
     """`model` (the run's kept checkpoint) with BatchNorm re-estimated on the run's training images,
-    cached in the run as `best_bn.pt`: for VGG-16 the pass over 5,140 images takes minutes on the CPU.
-    The cache goes with the run (`retrain` removes both); it depends on nothing the key does not hold."""
-    cached = run_dir / "best_bn.pt"
+    cached in the run as `best_bn.pt` (`last_bn.pt`): for VGG-16 the pass over 5,140 images takes
+    minutes on the CPU. The cache goes with the run (`retrain` removes both); it depends on nothing the
+    key does not hold."""
+    cached = run_dir / f"{checkpoint}_bn.pt"
     if cached.is_file():
         return load_checkpoint(cached)[0]
     model = reestimate_batchnorm(model, images[split.train])

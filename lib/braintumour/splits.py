@@ -54,6 +54,16 @@ def load_split(
     return Split(np.sort(train_idx), np.sort(val_idx), np.sort(test.index.to_numpy()))
 
 
+def refit_split(split: Split) -> Split:
+    """`split` with its validation images moved into training: the refit once a recipe is fixed.
+
+    Training is the union (5,712 images instead of 5,140), Testing is unchanged. `val` keeps the
+    validation images because the training loop reports per-epoch numbers on them, but they are now
+    training images: nothing is held out to choose a checkpoint, so a refit keeps its last epoch
+    (`runs.train_or_load(checkpoint="last")`)."""
+    return Split(np.union1d(split.train, split.val), split.val, split.test)
+
+
 def _limit(frame: pd.DataFrame, per_class_limit: int | None, seed: int) -> pd.DataFrame:
     if per_class_limit is None:
         return frame
