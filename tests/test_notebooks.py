@@ -69,9 +69,12 @@ def test_smoke_baselines_share_the_custom_cnn_schema_and_are_compared(smoke_repo
 
     metrics = smoke_reports / "metrics"
     cnn = json.loads((metrics / "custom_cnn.json").read_text())
+    # notebook 03's refit is the custom CNN's alone (the baselines keep the held-out protocol)
+    assert cnn["refit"]["train_images"] == cnn["split_sizes"]["train"] + cnn["split_sizes"]["val"]
+    assert set(cnn["refit"]["test_per_seed"]) == set(cnn["test_per_seed"])
     for name in ("lenet5", "alexnet", "vgg16_bn", "resnet50"):
         m = json.loads((metrics / f"{name}.json").read_text())
-        assert set(cnn) - {"history"} <= set(m), (name, set(cnn) - set(m))
+        assert set(cnn) - {"history", "refit"} <= set(m), (name, set(cnn) - set(m))
         assert m["time_budget_s"] == 20 and m["pretrained"] is False
         assert {"accuracy", "macro_f1", "ci95", "confusion_matrix"} <= set(m["test_dedup"])
         assert 0 <= m["mcnemar_vs_custom_cnn"]["p_value"] <= 1
