@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 from screen_recipe import RecipeData, load_recipe_data, recipe_args
 
 from braintumour import evaluate, runs, splits
-from braintumour.train import custom_cnn_config, load_checkpoint, reestimate_batchnorm
+from braintumour.train import custom_cnn_config, reestimate_batchnorm
 
 
 def main() -> None:
@@ -29,19 +28,18 @@ def main() -> None:
     d = load_recipe_data(p, overrides)
     if d.train_masks is not None:
         raise SystemExit("mask_weight: the Training masks are aligned with the split's training images only")
-    union = np.sort(np.concatenate([d.split.train, d.split.val]))
-    refit = splits.Split(train=union, val=d.split.val, test=d.split.test)
+    refit = splits.refit_split(d.split)
     for seed in seeds:
-        # The BatchNorm step is applied below to the last epoch, not to `best.pt` (which validation,
-        # now inside the training set, no longer chooses); reestimate_bn is not part of the run key.
+        # Statistics as trained first, then re-estimated here (as notebook 03's reestimate_bn does;
+        # it is not part of the run key, so the notebook reuses these runs).
         cfg = custom_cnn_config(p, seed, **{**overrides, "reestimate_bn": False})
-        weights = splits.class_weights(d.labels[union], cfg.class_weighting)
-        run = runs.train_or_load(cfg, d.images, d.labels, refit, weights, d.dataset.fingerprint, progress=False)
-        model = load_checkpoint(run.run_dir / "last.pt")[0]
-        row = {"seed": seed, "overrides": overrides, "train_images": len(union), "epochs": len(run.history),
+        weights = splits.class_weights(d.labels[refit.train], cfg.class_weighting)
+        run = runs.train_or_load(cfg, d.images, d.labels, refit, weights, d.dataset.fingerprint, progress=False,
+                                 checkpoint="last")
+        row = {"seed": seed, "overrides": overrides, "train_images": len(refit.train), "epochs": len(run.history),
                "train_minutes": round(run.train_seconds / 60, 1), "reused": run.reused, "run": run.run_dir.name,
-               "as_trained": testing(model, d)}
-        row["bn_reestimated"] = testing(reestimate_batchnorm(model, d.images[union]), d)  # in place: after
+               "as_trained": testing(run.model, d)}
+        row["bn_reestimated"] = testing(reestimate_batchnorm(run.model, d.images[refit.train]), d)  # in place: after
         print(json.dumps(row))
 
 

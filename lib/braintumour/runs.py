@@ -120,15 +120,15 @@ def train_or_load(
                        train_masks=train_masks, train_groups=train_groups)
     # Wall-clock of the whole run as the epochs recorded it (resumed runs add up their parts).
     seconds = float(history.seconds.sum() + history.eval_seconds.sum()) if len(history) else time.perf_counter() - t0
-    _, payload = load_checkpoint(run_dir / "best.pt")
     model, epoch = _kept_checkpoint(run_dir, checkpoint)
+    best_epoch = epoch if checkpoint == "best" else load_checkpoint(run_dir / "best.pt")[1]["epoch"]
     files.write_json(
         done,
         {
             "key": key,
             "config": cfg.to_dict(),
             "train_seconds": seconds,
-            "best_epoch": payload["epoch"],
+            "best_epoch": best_epoch,
             "data_fingerprint": data_fingerprint,
         },
     )
