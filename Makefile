@@ -26,7 +26,7 @@ help:
 	@echo "make reproduce   re-execute every notebook (PROFILE=$(PROFILE)) into $(REPORTS)/"
 	@echo "make test        lint + tests (includes a smoke run of every notebook)"
 	@echo "make smoke       the whole notebook chain on a small subset, into build/smoke/reports"
-	@echo "make data        find the dataset or download it (DATA_URL=<zip> or Kaggle)"
+	@echo "make data        find or download the Kaggle set (DATA_URL=<zip> or Kaggle), the figshare masks, Br35H"
 	@echo "make lab         JupyterLab on the project's kernel"
 	@echo "make setup       .venv with pinned packages, editable library, Jupyter kernel"
 
@@ -53,7 +53,7 @@ data: $(STAMP)
 	$(PY) -m braintumour data
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check lib tests notebooks
+	$(VENV)/bin/ruff check lib tests notebooks benchmarks experiments
 
 test: lint pdf-tools
 	$(PY) -m pytest -q
@@ -77,7 +77,8 @@ UPSTREAM_04_baselines := 00_data 01_eda 03_custom_cnn
 UPSTREAM_05_gradcam := 00_data 03_custom_cnn 04_baselines
 UPSTREAM_06_patient_folds := 00_data 01_eda
 UPSTREAM_07_mask_guided := 00_data 01_eda 03_custom_cnn 05_gradcam 06_patient_folds
-UPSTREAM_08_results := $(filter-out 08_results,$(basename $(notdir $(NOTEBOOKS))))
+UPSTREAM_08_external := 00_data 01_eda 03_custom_cnn 04_baselines 05_gradcam 07_mask_guided
+UPSTREAM_09_results := $(filter-out 09_results,$(basename $(notdir $(NOTEBOOKS))))
 upstream = $(foreach u,$(UPSTREAM_$(1)),$(filter $(REPORTS)/executed/$(u).ipynb,$(EXECUTED)))
 define notebook_rule
 $(REPORTS)/executed/$(1).ipynb: notebooks/$(1).ipynb $(LIB) $(FINGERPRINT) $(call upstream,$(1)) | $(STAMP)
@@ -90,7 +91,7 @@ $(foreach nb,$(NOTEBOOKS),$(eval $(call notebook_rule,$(basename $(notdir $(nb))
 reproduce: $(STAMP) pdf-tools
 	@rm -f $(RAN)
 	@$(MAKE) --no-print-directory $(EXECUTED)
-	@if [ -f $(REPORTS)/pdf/08_results.pdf ]; then cp $(REPORTS)/pdf/08_results.pdf $(REPORTS)/report.pdf; fi
+	@if [ -f $(REPORTS)/pdf/09_results.pdf ]; then cp $(REPORTS)/pdf/09_results.pdf $(REPORTS)/report.pdf; fi
 	@if [ "$(PROFILE)" = cpu ]; then $(MAKE) --no-print-directory readme-results; fi
 	@if [ -f $(RAN) ]; then echo "==> reproduce ($(PROFILE)) finished: $$(wc -l < $(RAN)) notebook(s) re-executed into $(REPORTS)/"; \
 	else echo "==> nothing to do: every notebook in $(REPORTS)/ is up to date with its source, the library and the data (make clean-reports forces a rerun)"; fi

@@ -34,6 +34,7 @@ from screen_recipe import RecipeData, load_recipe_data, override
 from sklearn.metrics import f1_score
 
 from braintumour import config, evaluate, splits
+from braintumour.checkpoints import read_checkpoint
 from braintumour.models import build_model
 from braintumour.profiles import get_profile
 from braintumour.train import custom_cnn_config, reestimate_batchnorm, train
@@ -88,7 +89,7 @@ def averaged_weights_proba(out: Path, seed: int, epochs: list[int], p: dict, ove
     """(validation, Testing) probabilities of the mean of the given epochs' weights, BatchNorm's statistics
     re-estimated on the un-augmented Training images (one epoch: that epoch's weights, only BN redone)."""
     cfg = custom_cnn_config(p, seed, **overrides)
-    states = [torch.load(out / f"seed{seed}-weights" / f"epoch{e}.pt") for e in epochs]
+    states = [read_checkpoint(out / f"seed{seed}-weights" / f"epoch{e}.pt") for e in epochs]
     model = build_model(cfg.model, **cfg.model_kwargs)
     model.load_state_dict({k: torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype)
                            for k, v in states[-1].items()})

@@ -1,7 +1,8 @@
-"""Training-step time per model on this CPU, float32 vs bfloat16 autocast (`TrainConfig.precision`).
+"""Training-step time per model on this machine's device, float32 vs bfloat16 autocast (`TrainConfig.precision`).
 
 One real training step each (`train.batch_loss`: batch augmentation, channels-last, class-weighted
-loss, AdamW), timed by `train.step_seconds`. Whether bfloat16 pays depends on the CPU: with
+loss, AdamW), the median of a few after one untimed step. On `device.choose_device()` (the CPU
+unless $BRAINTUMOUR_DEVICE or a GPU says otherwise). Whether bfloat16 pays depends on the CPU: with
 AVX-512 BF16 (or AMX) oneDNN runs bf16 convolutions natively; on an AVX2-only CPU autocast makes
 every model several times slower (what an earlier machine of this project measured).
 
@@ -13,22 +14,44 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
+from collections.abc import Callable
 
+import numpy as np
 import torch
 
+from braintumour.device import choose_device, describe
 from braintumour.models import build_model
-from braintumour.train import TrainConfig, batch_loss, native_bf16, step_seconds
+from braintumour.train import TrainConfig, batch_loss
 from braintumour.transforms import Augment
+
+
+def step_seconds(model: torch.nn.Module, loss_of: Callable[[torch.nn.Module], torch.Tensor], lr: float,
+                 repeats: int = 3) -> float:
+    """Median seconds of one AdamW training step on the loss `loss_of(model)`. The first step pays
+    for the kernels' choice and is not counted; `loss.item()` waits for an asynchronous GPU."""
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    times = []
+    for _ in range(repeats + 1):
+        t = time.perf_counter()
+        loss = loss_of(model)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss.item()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times[1:]))
 
 
 def timed(name: str, precision: str | None, size: int, batch: int, repeats: int, kwargs: dict) -> float:
     torch.manual_seed(0)
     cfg = TrainConfig(model=name, model_kwargs=kwargs, image_size=size, batch_size=batch, precision=precision)
-    model = build_model(name, **kwargs).to(memory_format=torch.channels_last)
+    model = build_model(name, **kwargs).to(choose_device(), memory_format=torch.channels_last)
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (batch, size, size), dtype=torch.uint8, generator=gen)
     y = torch.randint(0, 4, (batch,), generator=gen)
-    augment, weights = Augment(), torch.ones(4)
+    augment, weights = Augment(), torch.ones(4, device=choose_device())
     return step_seconds(model, lambda m: batch_loss(m, cfg, augment, x, y, None, weights, gen), cfg.lr, repeats)
 
 
@@ -39,13 +62,17 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--kwargs", type=json.loads, default={}, help="build_model keyword arguments as JSON")
+    ap.add_argument("--float32-only", action="store_true", help="skip bfloat16 (minutes per step where emulated)")
     args = ap.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.size} px, "
-          f"native bfloat16: {native_bf16()}")
+    print(f"torch {torch.__version__}, batch {args.batch}, {args.size} px, {describe(choose_device(), None)}")
     for name in args.models:
         fp32 = timed(name, None, args.size, args.batch, args.repeats, args.kwargs)
+        if args.float32_only:
+            print(f"{name:12s} float32 {fp32:7.3f} s/step", flush=True)
+            continue
         bf16 = timed(name, "bf16", args.size, args.batch, args.repeats, args.kwargs)
-        print(f"{name:12s} float32 {fp32:7.3f} s/step   bfloat16 {bf16:7.3f} s/step   ratio {bf16 / fp32:5.2f}x")
+        print(f"{name:12s} float32 {fp32:7.3f} s/step   bfloat16 {bf16:7.3f} s/step   ratio {bf16 / fp32:5.2f}x",
+              flush=True)
 
 
 if __name__ == "__main__":

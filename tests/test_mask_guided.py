@@ -79,8 +79,9 @@ def test_mask_alignment_loss_asks_for_evidence_on_a_small_tumour():
     assert mask_alignment_loss(off, masks, torch.tensor([0])) > 9
 
 
-def test_the_budget_probe_times_the_guided_step_with_its_mask_term(monkeypatch):
+def test_the_guided_training_step_adds_the_mask_term_for_images_with_a_mask(monkeypatch):
     from braintumour import train as train_module
+    from braintumour.transforms import Augment
 
     x = (torch.rand(4, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
     y = torch.tensor([0, 1, 2, 3])
@@ -88,11 +89,11 @@ def test_the_budget_probe_times_the_guided_step_with_its_mask_term(monkeypatch):
     masks[:2, 8:16, 8:16] = 1  # two of the four images have a tumour outline
     calls = []
     real = train_module.mask_alignment_loss
-    monkeypatch.setattr(train_module, "mask_alignment_loss", lambda *a: calls.append(1) or real(*a))
-    cfg = TrainConfig(model="custom_cnn_guided", image_size=32, time_budget_s=10.0, mask_weight=1.0)
-    plan = train_module.plan_steps(build_model("custom_cnn_guided"), cfg, x, y, n_val=8, steps_per_epoch=2, masks=masks)
-    assert len(calls) == 4  # one kernel-choice step and 3 timed ones, each with the mask term
-    assert plan["steps"] == max(1, int(10.0 / (plan["step_seconds"] + plan["val_seconds"] / 2)))
+    monkeypatch.setattr(train_module, "mask_alignment_loss", lambda *a: calls.append(len(a[0])) or real(*a))
+    cfg = TrainConfig(model="custom_cnn_guided", image_size=32, mask_weight=1.0)
+    gen = torch.Generator().manual_seed(0)
+    loss = train_module.batch_loss(build_model("custom_cnn_guided"), cfg, Augment(), x, y, masks, torch.ones(4), gen)
+    assert calls == [2] and torch.isfinite(loss)
 
 
 def test_augmentation_moves_a_mask_with_its_image_and_keeps_the_random_stream():

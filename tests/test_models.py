@@ -29,22 +29,50 @@ def test_baselines_take_one_channel_and_give_four_classes(name):
         assert model(torch.randn(2, 1, 128, 128)).shape == (2, 4)
 
 
-def test_pretrained_weights_come_from_the_local_cache_or_a_clear_error(tmp_path, monkeypatch):
+def test_pretrained_weights_come_from_the_cache_or_one_line_saying_they_cannot(tmp_path, monkeypatch):
     from torchvision.models import ResNet50_Weights, resnet50
 
-    from braintumour.models import PretrainedWeightsMissing
+    from braintumour.models import PretrainedWeightsMissing, imagenet_state
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.raises(PretrainedWeightsMissing, match="not there"):
-        build_model("resnet50", pretrained=True)
+    with pytest.raises(PretrainedWeightsMissing, match="not downloadable") as offline:  # nothing listens on port 9
+        imagenet_state(ResNet50_Weights.DEFAULT, url="http://127.0.0.1:9/resnet50-0676ba61.pth")
+    assert "\n" not in str(offline.value)
     reference = resnet50(weights=None)
     cache = tmp_path / "hub" / "checkpoints" / ResNet50_Weights.DEFAULT.url.split("/")[-1]
-    cache.parent.mkdir(parents=True)
+    cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save(reference.state_dict(), cache)
-    model = build_model("resnet50", pretrained=True)
+    model = build_model("resnet50", pretrained=True)  # cached: no network needed
     # RGB kernels summed into one grey channel; deeper layers loaded as they are.
     assert torch.allclose(model.conv1.weight, reference.conv1.weight.sum(1, keepdim=True))
     assert torch.equal(model.layer1[0].conv1.weight, reference.layer1[0].conv1.weight)
+
+
+def test_pretrained_weights_download_into_torchvisions_cache(tmp_path, monkeypatch, capsys):
+    """The real download path, against a local HTTP server serving a small state dict."""
+    import functools
+    import http.server
+    import threading
+
+    from braintumour.models import imagenet_state
+
+    served = tmp_path / "served"
+    served.mkdir()
+    state = {"conv.weight": torch.randn(4, 1, 3, 3), "fc.bias": torch.zeros(4)}
+    torch.save(state, served / "tiny-12345678.pth")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    url = f"http://127.0.0.1:{server.server_address[1]}/tiny-12345678.pth"
+    try:
+        got = imagenet_state(None, url=url)
+    finally:
+        server.shutdown()
+    assert set(got) == set(state) and all(torch.equal(got[k], state[k]) for k in state)
+    assert (tmp_path / "torch" / "hub" / "checkpoints" / "tiny-12345678.pth").is_file()
+    assert "100%" in capsys.readouterr().err  # torch.hub's progress bar
+    assert torch.equal(imagenet_state(None, url=url)["conv.weight"], state["conv.weight"])  # server gone: cached
 
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "full"])

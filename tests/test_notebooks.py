@@ -11,9 +11,10 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from braintumour.config import CLASSES
 from braintumour.pipeline import notebooks
+from braintumour.profiles import get_profile
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = {"name", "profile", "data_fingerprint", "git_commit"}
+SCHEMA = {"name", "profile", "data_fingerprint", "git_commit", "compute"}
 
 
 def _run(args, **kw):
@@ -75,7 +76,8 @@ def test_smoke_baselines_share_the_custom_cnn_schema_and_are_compared(smoke_repo
     for name in ("lenet5", "alexnet", "vgg16_bn", "resnet50"):
         m = json.loads((metrics / f"{name}.json").read_text())
         assert set(cnn) - {"history", "refit"} <= set(m), (name, set(cnn) - set(m))
-        assert m["time_budget_s"] == 20 and m["pretrained"] is False
+        assert m["max_steps"] == get_profile("smoke")["baseline_steps"][name] and m["pretrained"] is False
+        assert m["compute"]["device"] == "cpu" and m["compute"]["precision"] == "float32"
         assert {"accuracy", "macro_f1", "ci95", "confusion_matrix"} <= set(m["test_dedup"])
         assert 0 <= m["mcnemar_vs_custom_cnn"]["p_value"] <= 1
         assert (smoke_reports / "models" / f"{name}.pt").is_file()
@@ -97,7 +99,8 @@ def test_smoke_baselines_share_the_custom_cnn_schema_and_are_compared(smoke_repo
 def test_smoke_patient_folds_and_mask_guided_metrics(smoke_reports):
     metrics = smoke_reports / "metrics"
     folds = json.loads((metrics / "patient_disjoint.json").read_text())
-    assert folds["n_splits"] == 5 and folds["time_budget_s"] == 10
+    assert folds["n_splits"] == 5 and folds["max_steps"] == {n: get_profile("smoke")["fold_steps"][n]
+                                                              for n in ("custom_cnn", "resnet50")}
     assert sum(sum(c.values()) for c in folds["fold_class_counts"].values()) == folds["pooled_images"]
     for name in ("custom_cnn", "resnet50"):
         m = folds["models"][name]
@@ -113,6 +116,25 @@ def test_smoke_patient_folds_and_mask_guided_metrics(smoke_reports):
     assert (smoke_reports / "models" / "custom_cnn_guided.pt").is_file()
     for name in ("patient_folds_accuracy", "mask_guided_vs_plain"):
         assert (smoke_reports / "figures" / f"{name}.pdf").is_file()
+
+
+@pytest.mark.slow
+def test_smoke_external_validation_reports_every_rate_with_its_interval(smoke_reports):
+    ext = json.loads((smoke_reports / "metrics" / "external.json").read_text())
+    assert ext["audit"]["no"]["files"] > 0 and ext["audit"]["yes"]["files"] > 0
+    assert {"custom_cnn", "custom_cnn_refit", "custom_cnn_guided", "lenet5", "alexnet", "vgg16_bn",
+            "resnet50"} <= set(ext["models"])  # every model of the compendium: the smoke chain writes them all
+    for m in ext["models"].values():
+        for part in ("external_test", "external_all"):
+            d = m[part]
+            assert 0 <= d["detected"] <= 1 and d["detected_ci95"][0] <= d["detected"] <= d["detected_ci95"][1]
+            assert d["n"] == ext["part_sizes"]["test" if part == "external_test" else "all"]
+    assert set(ext["variants"]) == {"randomised", "partial_label"} and ext["chosen_variant"] in ext["variants"]
+    for v in ext["variants"].values():
+        for r in v["per_seed"].values():
+            assert "detected" in r["external_tune"] and "detected" in r["external_test"]
+    assert 0 <= ext["t2_indicator_false_positive_on_figshare"] <= 1
+    assert (smoke_reports / "figures" / "external_gradcam_misses.png").is_file()
 
 
 @pytest.mark.slow

@@ -95,11 +95,11 @@ def test_baselines_train_with_the_custom_cnns_recipe_but_their_own_peak_lr():
     params = get_profile("cpu")
     custom = custom_cnn_config(params, seed=3).to_dict()
     for name in ("lenet5", "alexnet", "vgg16_bn", "resnet50"):
-        cfg = baseline_config(params, name, seed=3, time_budget_s=900).to_dict()
+        cfg = baseline_config(params, name, seed=3, max_steps=params["baseline_steps"][name]).to_dict()
         assert cfg["lr"] == PEAK_LR.get(name, TrainConfig.lr)
-        assert cfg["model_kwargs"] == {} and cfg["time_budget_s"] == 900
+        assert cfg["model_kwargs"] == {} and cfg["max_steps"] == params["baseline_steps"][name]
         same = {k: v for k, v in cfg.items()
-                if k not in ("model", "model_kwargs", "lr", "time_budget_s", "reestimate_bn")}
+                if k not in ("model", "model_kwargs", "lr", "max_steps", "reestimate_bn")}
         assert same == {k: custom[k] for k in same}, name
         assert cfg["reestimate_bn"] is None and custom["reestimate_bn"] is True  # the custom CNN's step only
     assert baseline_config(params, "alexnet", 0).weight_decay == params["weight_decay"] == 0.05
@@ -213,59 +213,66 @@ def test_augment_is_seeded_and_keeps_shape(tiny):
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_a_time_budget_that_does_not_bind_changes_nothing(tiny, tmp_path):
-    """The timing probe runs on a copy: the model, optimiser and random streams are untouched, so a
-    generous budget gives exactly the weights of a run without one."""
+def test_max_steps_beyond_the_epochs_changes_nothing(tiny, tmp_path):
     images, labels, split = tiny
     w = splits.class_weights(labels[split.train])
     plain, _ = train(_cfg(epochs=2), images, labels, split.train, split.val, w, tmp_path / "a", progress=False)
-    budget, _ = train(_cfg(epochs=2, time_budget_s=1e6), images, labels, split.train, split.val, w, tmp_path / "b",
+    capped, _ = train(_cfg(epochs=2, max_steps=10**6), images, labels, split.train, split.val, w, tmp_path / "b",
                       progress=False)
-    for (k, a), (_, b) in zip(plain.state_dict().items(), budget.state_dict().items(), strict=True):
+    for (k, a), (_, b) in zip(plain.state_dict().items(), capped.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
 
 
-def test_a_binding_time_budget_plans_fewer_steps_and_finishes_the_schedule(tiny, tmp_path, monkeypatch):
+def test_max_steps_ends_the_run_inside_an_epoch_and_finishes_the_schedule(tiny, tmp_path):
+    import json
+
+    images, labels, split = tiny
+    steps_per_epoch = len(split.train) // 16
+    cfg = _cfg(epochs=4, max_steps=5)
+    _, history = train(cfg, images, labels, split.train, split.val, np.ones(4), tmp_path / "run", progress=False)
+    assert steps_per_epoch > 3  # so that 5 steps end inside the second epoch
+    assert history.steps.tolist() == [steps_per_epoch, 5 - steps_per_epoch]
+    plan = json.loads((tmp_path / "run" / "plan.json").read_text())
+    assert plan["total_steps"] == 5 and plan["max_steps"] == 5 and plan["device"]["device"] == "cpu"
+    # The schedule was laid out over 5 steps, not 4 epochs' 16: it has annealed, where a 16-step
+    # cycle cut after 5 would still be near its peak (the lr logged is the one a 6th step would use).
+    assert history.lr.iloc[-1] < cfg.lr / 5
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu"])
+def test_a_profile_trains_the_same_steps_on_a_fast_and_a_slow_machine(tiny, tmp_path, monkeypatch, profile):
+    """Run lengths never come from a clock: the same config, planned and trained once on a machine
+    whose clock says every step takes a millisecond and once where it says a minute, takes the same
+    steps and ends with the same weights."""
     import json
 
     from braintumour import train as train_module
 
     images, labels, split = tiny
-    steps_per_epoch = len(split.train) // 16
-    real = train_module.plan_steps
-
-    def fixed(*args, **kw):  # the plan says 5 steps fit, whatever this machine's speed
-        return {**real(*args, **kw), "steps": 5}
-
-    monkeypatch.setattr(train_module, "plan_steps", fixed)
-    cfg = _cfg(epochs=4, time_budget_s=30.0)
-    _, history = train(cfg, images, labels, split.train, split.val, np.ones(4), tmp_path / "run", progress=False)
-    assert steps_per_epoch > 3  # so that 5 steps end inside the second epoch
-    assert history.steps.tolist() == [steps_per_epoch, 5 - steps_per_epoch]
-    plan = json.loads((tmp_path / "run" / "plan.json").read_text())
-    assert plan["total_steps"] == 5 and plan["time_budget_s"] == 30.0 and plan["probe"]["step_seconds"] > 0
-    # The schedule was planned over 5 steps, not 4 epochs' 16: it has annealed, where a 16-step
-    # cycle cut after 5 would still be near its peak (the lr logged is the one a 6th step would use).
-    assert history.lr.iloc[-1] < cfg.lr / 5
-
-
-def test_plan_steps_divides_the_budget_by_the_measured_step_time(tiny):
-    from braintumour.models import build_model
-    from braintumour.train import plan_steps
-
-    images, labels, split = tiny
-    x = torch.from_numpy(images[split.train[:16]])
-    y = torch.from_numpy(labels[split.train[:16]].astype(np.int64))
-    plan = plan_steps(build_model("custom_cnn"), _cfg(time_budget_s=10.0), x, y, n_val=24, steps_per_epoch=4)
-    per_step = plan["step_seconds"] + plan["val_seconds"] / 4
-    assert plan["steps"] == max(1, int(10.0 / per_step))
+    params = get_profile(profile, image_size=SIZE, batch_size=16, epochs=3)
+    cfg = baseline_config(params, "lenet5", seed=0, max_steps=params["baseline_steps"]["lenet5"] // 2 or 1)
+    outcomes = []
+    for name, tick in (("fast", 1e-3), ("slow", 60.0)):
+        clock = iter(range(10**6))
+        monkeypatch.setattr(train_module.time, "perf_counter", lambda t=tick, c=clock: next(c) * t)
+        model, history = train(cfg, images, labels, split.train, split.val, np.ones(4), tmp_path / name,
+                               progress=False)
+        plan = json.loads((tmp_path / name / "plan.json").read_text())
+        outcomes.append((plan["total_steps"], history.steps.tolist(), model.state_dict(), history.seconds.sum()))
+    (steps_a, per_epoch_a, weights_a, seconds_a), (steps_b, per_epoch_b, weights_b, seconds_b) = outcomes
+    assert steps_a == steps_b == train_module.planned_steps(cfg, len(split.train) // 16)
+    assert per_epoch_a == per_epoch_b
+    assert seconds_b > 1000 * seconds_a  # the clocks did differ, and wall time is still recorded
+    for k in weights_a:
+        assert torch.equal(weights_a[k], weights_b[k]), k
 
 
-def test_run_key_ignores_unset_options_but_not_a_budget(tiny):
+def test_run_key_ignores_unset_options_and_the_device_but_not_max_steps(tiny):
     images, labels, split = tiny
     key = runs.run_key(_cfg(), split, "fp")
-    assert runs.run_key(_cfg(time_budget_s=None), split, "fp") == key
-    assert runs.run_key(_cfg(time_budget_s=60.0), split, "fp") != key
+    assert runs.run_key(_cfg(max_steps=None), split, "fp") == key
+    assert runs.run_key(_cfg(device="cpu"), split, "fp") == key
+    assert runs.run_key(_cfg(max_steps=60), split, "fp") != key
 
 
 def test_source_weights_of_one_give_the_class_weighted_loss(tiny):

@@ -1,6 +1,7 @@
 """Command line: a thin layer over the functions the notebooks call.
 
-python -m braintumour data [--url URL] [--sha256 HEX]   find the dataset or download it
+python -m braintumour data [--url URL] [--sha256 HEX]   find the dataset or download it, then the figshare
+                                                         masks and patient ids, then Br35H
 python -m braintumour manifest                           build/check the manifest, print the fingerprint
 python -m braintumour notebook NB... --profile P [--reports DIR]   execute notebooks with papermill
 """
@@ -14,17 +15,52 @@ import time
 from pathlib import Path
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
+def _cam_method(text: str) -> str:
+    from braintumour.explain import CAM_METHODS
+
+    if text not in CAM_METHODS:
+        raise argparse.ArgumentTypeError(f"unknown CAM method {text!r} (choose from {', '.join(CAM_METHODS)})")
+    return text
+
+
+def _notebook_file(text: str) -> str:
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no such notebook file")
+    return text
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
+    from braintumour import br35h, figshare
     from braintumour.download import fetch
 
-    fetch(url=args.url or None, sha256=args.sha256 or None, force=args.force)
+    kaggle = fetch(url=args.url or None, sha256=args.sha256 or None, force=args.force)
+    if "figshare" not in args.skip:
+        figshare.ensure(kaggle, api_url=args.figshare_api or None)
+    if "br35h" not in args.skip:
+        br35h.fetch(url=args.br35h_url or None, sha256=args.br35h_sha256 or None)
     return 0
 
 
 def _cmd_manifest(args: argparse.Namespace) -> int:
+    import warnings
+
     from braintumour.data import load_dataset
 
-    ds = load_dataset(skip_bad=args.skip_bad)
+    with warnings.catch_warnings():  # the skipped files are listed below, one line each, cached or not
+        warnings.filterwarnings("ignore", message=r"\d+ unreadable image\(s\) skipped")
+        ds = load_dataset(skip_bad=args.skip_bad)
+    for err in ds.manifest.error[ds.manifest.error != ""]:
+        print(f"SKIPPED: {err}", file=sys.stderr)
     if args.fingerprint_only:
         print(ds.fingerprint)
         return 0
@@ -35,8 +71,11 @@ def _cmd_manifest(args: argparse.Namespace) -> int:
 
 
 def _cmd_notebook(args: argparse.Namespace) -> int:
+    from braintumour.files import check_output_path
     from braintumour.pipeline import NotebookFailed, execute
 
+    if args.reports:
+        check_output_path(args.reports, folder=True)
     # `make reproduce` exports REPRODUCE_T0 so elapsed time counts from the start of the whole run.
     t0 = float(os.environ.get("REPRODUCE_T0") or time.time())
     for i, nb in enumerate(args.notebooks, 1):
@@ -80,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", default=os.environ.get("DATA_URL", ""), help="zip of the Kaggle layout (default $DATA_URL)")
     p.add_argument("--sha256", default=os.environ.get("DATA_SHA256", ""), help="expected SHA-256 of the zip")
     p.add_argument("--force", action="store_true", help="download even if a dataset is found elsewhere")
+    p.add_argument("--figshare-api", default=os.environ.get("FIGSHARE_API_URL", ""),
+                   help="figshare file listing (default $FIGSHARE_API_URL, else figshare's public API)")
+    p.add_argument("--br35h-url", default=os.environ.get("BR35H_URL", ""), help="zip of Br35H (default $BR35H_URL)")
+    p.add_argument("--br35h-sha256", default=os.environ.get("BR35H_SHA256", ""), help="expected SHA-256 of it")
+    p.add_argument("--skip", action="append", default=[], choices=["figshare", "br35h"],
+                   help="leave out a source (repeatable): the figshare masks and patient ids, or Br35H")
     p.set_defaults(func=_cmd_data)
 
     p = sub.add_parser("manifest", help="build or check the manifest and print the data fingerprint")
@@ -88,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_cmd_manifest)
 
     p = sub.add_parser("notebook", help="execute notebooks in order with papermill, export HTML")
-    p.add_argument("notebooks", nargs="+")
+    p.add_argument("notebooks", nargs="+", type=_notebook_file)
     p.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "full"])
     p.add_argument("--position", default="", help="shown in the progress line, e.g. 3/7")
     p.add_argument("--reports", default="", help="output folder (default: reports/, or $BRAINTUMOUR_REPORTS)")
@@ -96,12 +141,14 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("predict", help="classify new slices (files or folders), with a Grad-CAM overlay each")
     p.add_argument("paths", nargs="+", help="image files (JPEG, PNG, TIFF, DICOM) or folders (searched recursively)")
-    p.add_argument("--model", default="reports/models/custom_cnn.pt", help="checkpoint (default: %(default)s)")
+    p.add_argument("--model", default="",
+                   help="checkpoint (default: reports/models/custom_cnn.pt of the project, from any folder)")
     p.add_argument("--out", default="", help="folder for the Grad-CAM overlay PNGs (none written if not given)")
     p.add_argument("--format", default="table", choices=["table", "json", "csv"])
     p.add_argument("--output", default="", help="write the table/JSON/CSV to this file instead of stdout")
-    p.add_argument("--cam", default="gradcam", help="CAM method: gradcam, gradcam++, hirescam, layercam, eigencam")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--cam", default="gradcam", type=_cam_method,
+                   help="CAM method: gradcam, gradcam++, hirescam, layercam, eigencam, scorecam")
+    p.add_argument("--batch-size", type=_positive_int, default=64)
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("readme-results", help="rewrite README.md's results block from reports/metrics/")
@@ -111,11 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from braintumour.data import DataNotFoundError, DatasetLayoutError, ImageDecodeError
     from braintumour.download import DownloadError
+    from braintumour.files import OutputPathError
     from braintumour.train import CheckpointError
 
     try:
         return args.func(args)
-    except (DataNotFoundError, DatasetLayoutError, ImageDecodeError, DownloadError, CheckpointError) as e:
+    except (DataNotFoundError, DatasetLayoutError, ImageDecodeError, DownloadError, CheckpointError,
+            OutputPathError) as e:
         print(f"ERROR: {e}", file=sys.stderr)
         return 2
 

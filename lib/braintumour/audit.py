@@ -8,6 +8,8 @@ nearest-neighbour distances (notebook 01 shows the figure that justifies it).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import imagehash
 import numpy as np
 import pandas as pd
@@ -152,7 +154,16 @@ def shortcut_classifier(manifest: pd.DataFrame, images: np.ndarray, seed: int = 
 
 
 def load_patients(path) -> pd.DataFrame:
-    """`path, figshare_id, patient_id` for the figshare-derived images (233 patients)."""
+    """`path, figshare_id, patient_id` for the figshare-derived images (233 patients).
+
+    `path` None (what `data.patients_csv` returns where there is none) or absent stops with a
+    DataNotFoundError naming the source and `make data`."""
+    from braintumour.data import missing_figshare, patients_csv
+
+    if path is None:
+        path = patients_csv(required=True)
+    elif not Path(path).is_file():
+        raise missing_figshare("patient ids", Path(path))
     frame = pd.read_csv(path, dtype={"patient_id": str})
     missing = {"path", "patient_id"} - set(frame.columns)
     if missing:

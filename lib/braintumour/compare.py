@@ -7,7 +7,8 @@ import pandas as pd
 
 from braintumour.summary import BASELINES, LITERATURE, seed_mean
 
-NAMES = {"custom_cnn": "Custom CNN (ours)", **BASELINES}
+NAMES = {"custom_cnn": "Custom CNN (ours)", **BASELINES,
+         **{f"{k}_imagenet": f"{BASELINES[k]}, ImageNet weights" for k in ("vgg16_bn", "resnet50")}}
 
 
 def comparison_table(models: dict[str, dict], mcnemar_vs_custom: dict[str, dict] | None = None) -> pd.DataFrame:

@@ -26,6 +26,11 @@ DATASET_DIRNAME = "brain-tumor-mri"
 MASKS_DIRNAME = "brain-tumor-mri-masks"
 PATIENTS_FILENAME = "brain-tumor-mri-patients.csv"
 KAGGLE_DATASET = "masoudnickparvar/brain-tumor-mri-dataset"
+# Br35H (external collection): found like the Kaggle set, `$BR35H_DIR` first; labels only yes/no.
+BR35H_DIRNAME = "br35h"
+BR35H_ENV = "BR35H_DIR"
+BR35H_KAGGLE_DATASET = "ahmedhamada0/brain-tumor-detection"
+BR35H_FOLDERS: tuple[str, ...] = ("yes", "no")
 
 # Input normalisation for every model: uint8 grey -> [0, 1] -> (x - mean) / std. The numbers are
 # the Training split's pixel mean/std at 128 px (rounded); one constant keeps train, evaluation

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +36,15 @@ from braintumour.config import (
 )
 
 MANIFEST_COLUMNS = ["path", "split", "label", "class_name", "sha256", "width", "height", "mode", "error"]
-# Refuse absurd images before decoding them: 20k x 20k would need gigabytes.
+# Refuse absurd images before decoding them: 20k x 20k would need gigabytes. One limit, on the pixels
+# a file's header announces (all frames), for every decoder: PIL's formats and DICOM (`check_image_size`).
 MAX_PIXELS = 8192 * 8192
+# Nor is a file read into memory whole when it is larger than any one slice can be (8192 x 8192 at 16
+# bits, uncompressed, is 128 MiB).
+MAX_FILE_BYTES = 256 * 1024 * 1024
+# The formats PIL may open (it sniffs the content, not the suffix): the slice formats this project
+# reads, and no format whose plugin hands the file to another program (EPS runs Ghostscript).
+PIL_FORMATS = ("JPEG", "PNG", "TIFF", "BMP")  # JPEG includes MPO (camera multi-picture) files
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -54,48 +62,71 @@ class ImageDecodeError(ValueError):
 # --------------------------------------------------------------------------- discovery
 
 
-def candidate_dirs() -> list[tuple[str, Path]]:
-    """Where the dataset is looked for, in order, with a word on where each comes from."""
+def candidate_dirs(env_var: str = "BRAIN_MRI_DIR", dirname: str = DATASET_DIRNAME) -> list[tuple[str, Path]]:
+    """Where a data source is looked for, in order, with a word on where each comes from:
+    `$<env_var>`, `data/raw/<dirname>/`, `../shared/datasets/<dirname>/`. The Kaggle set by default."""
     out: list[tuple[str, Path]] = []
-    env = os.environ.get("BRAIN_MRI_DIR")
+    env = os.environ.get(env_var)
     if env:
-        out.append(("$BRAIN_MRI_DIR", Path(env).expanduser()))
-    out.append(("data/raw", raw_dir() / DATASET_DIRNAME))
-    out.append(("../shared/datasets", project_root().parent / "shared" / "datasets" / DATASET_DIRNAME))
+        out.append((f"${env_var}", Path(env).expanduser()))
+    out.append(("data/raw", raw_dir() / dirname))
+    out.append(("../shared/datasets", project_root().parent / "shared" / "datasets" / dirname))
     return out
 
 
-def find_dataset() -> Path:
-    """Return the first existing dataset folder: `$BRAIN_MRI_DIR`, `data/raw/`, `../shared/datasets/`.
+def find_source(env_var: str, dirname: str, what: str, how: str) -> Path:
+    """The first existing folder of `candidate_dirs(env_var, dirname)`; DataNotFoundError naming
+    `what`, every place looked in and `how` to get it otherwise.
 
-    `$BRAIN_MRI_DIR`, when set, must exist: a typo there should not silently fall back elsewhere.
+    `$<env_var>`, when set, must exist: a typo there should not silently fall back elsewhere.
     """
-    env = os.environ.get("BRAIN_MRI_DIR")
+    env = os.environ.get(env_var)
     if env and not Path(env).expanduser().is_dir():
-        raise DataNotFoundError(f"BRAIN_MRI_DIR={env} is set but is not a folder.")
-    for _, path in candidate_dirs():
+        raise DataNotFoundError(f"{env_var}={env} is set but is not a folder.")
+    for _, path in candidate_dirs(env_var, dirname):
         if path.is_dir():
             return path.resolve()
-    looked = "\n".join(f"  - {p}" for _, p in candidate_dirs())
-    raise DataNotFoundError(
-        "Brain MRI dataset not found. Looked in:\n"
-        f"{looked}\n"
+    looked = "\n".join(f"  - {p}" for _, p in candidate_dirs(env_var, dirname))
+    raise DataNotFoundError(f"{what} not found. Looked in:\n{looked}\n{how}")
+
+
+def find_dataset() -> Path:
+    """Return the first existing dataset folder: `$BRAIN_MRI_DIR`, `data/raw/`, `../shared/datasets/`."""
+    return find_source(
+        "BRAIN_MRI_DIR",
+        DATASET_DIRNAME,
+        "Brain MRI dataset",
         "Put the Kaggle 'Brain Tumor MRI Dataset' (folders Training/ and Testing/) at "
         f"data/raw/{DATASET_DIRNAME}/, or point BRAIN_MRI_DIR at it, or run `make data` to "
-        f"download it (Kaggle dataset {KAGGLE_DATASET}, or DATA_URL=<zip url>)."
+        f"download it (Kaggle dataset {KAGGLE_DATASET}, or DATA_URL=<zip url>).",
     )
 
 
-def masks_dir(dataset_dir: Path | None = None) -> Path | None:
-    """Expert tumour masks beside the dataset folder, or None where there are none."""
+def missing_figshare(what: str, where: Path) -> DataNotFoundError:
+    """The error for expert masks or patient ids absent at `where` (beside the dataset folder): names
+    the source (the figshare release, Cheng 2017) and the command that fetches and derives them."""
+    return DataNotFoundError(
+        f"{what} ({where}, derived from the figshare release, Cheng 2017, doi:10.6084/m9.figshare.1512427) "
+        "missing: run `make data` (downloads the figshare release and derives them)"
+    )
+
+
+def masks_dir(dataset_dir: Path | None = None, *, required: bool = False) -> Path | None:
+    """Expert tumour masks beside the dataset folder; None where there are none, or with
+    `required` a DataNotFoundError saying how to get them."""
     dataset_dir = dataset_dir or find_dataset()
     path = dataset_dir.parent / MASKS_DIRNAME
+    if required and not path.is_dir():
+        raise missing_figshare("expert tumour masks", path)
     return path if path.is_dir() else None
 
 
-def patients_csv(dataset_dir: Path | None = None) -> Path | None:
+def patients_csv(dataset_dir: Path | None = None, *, required: bool = False) -> Path | None:
+    """Patient ids beside the dataset folder; None where absent, or with `required` a DataNotFoundError."""
     dataset_dir = dataset_dir or find_dataset()
     path = dataset_dir.parent / PATIENTS_FILENAME
+    if required and not path.is_file():
+        raise missing_figshare("patient ids", path)
     return path if path.is_file() else None
 
 
@@ -136,7 +167,7 @@ def check_counts(manifest: pd.DataFrame, expected: dict[str, dict[str, int]] | N
 
 def _header(path: Path, data: bytes) -> tuple[int, int, str]:
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data), formats=PIL_FORMATS) as im:
             return im.width, im.height, im.mode
     except (UnidentifiedImageError, OSError) as e:
         raise ImageDecodeError(f"{path}: not a readable image ({e})") from e
@@ -158,11 +189,12 @@ def build_manifest(
     bad = []
     for rel, split, cls in tqdm(list_images(dataset_dir), desc="manifest", unit="img", leave=False):
         path = dataset_dir / rel
-        data = path.read_bytes()
+        data = b""
         error = ""
         width = height = 0
         mode = ""
         try:
+            data = read_image_bytes(path)  # an unreadable file is one more bad image, skipped with the others
             width, height, mode = _header(path, data)
             decode_grey(data, source=path)
         except ImageDecodeError as e:
@@ -221,6 +253,8 @@ def load_dataset(
     elif not skip_bad and (manifest.error != "").any():
         bad = manifest.loc[manifest.error != "", "error"].tolist()
         raise ImageDecodeError("; ".join(bad))
+    else:
+        check_counts(manifest, expected)  # a cached manifest may have been built with other expectations
     return Dataset(dataset_dir, manifest, fingerprint(manifest))
 
 
@@ -259,12 +293,8 @@ def decode_grey(data: bytes, *, source: str | Path = "<bytes>") -> Image.Image:
     - float ('F'): scaled the same way.
     """
     try:
-        im = Image.open(io.BytesIO(data))
-        if im.width * im.height > MAX_PIXELS:
-            raise ImageDecodeError(
-                f"{source}: image is {im.width}x{im.height}, over the {MAX_PIXELS:,}-pixel limit; "
-                "refused rather than decoded (downscale it first)"
-            )
+        im = Image.open(io.BytesIO(data), formats=PIL_FORMATS)
+        check_image_size(im.width, im.height, source=source)
         im.load()
     except ImageDecodeError:
         raise
@@ -275,6 +305,40 @@ def decode_grey(data: bytes, *, source: str | Path = "<bytes>") -> Image.Image:
     if im.width < 8 or im.height < 8:
         raise ImageDecodeError(f"{source}: image is {im.width}x{im.height}, too small to be an MRI slice")
     return to_grey(im)
+
+
+def check_image_size(width: int, height: int, frames: int = 1, *, source: str | Path = "<bytes>") -> None:
+    """The size guard of every decoder, applied to the header's numbers before any pixel is decoded:
+    ImageDecodeError when width x height x frames exceeds MAX_PIXELS."""
+    frames = max(int(frames), 1)
+    if int(width) * int(height) * frames > MAX_PIXELS:
+        shape = f"{width}x{height}" + (f" x {frames} frames" if frames > 1 else "")
+        raise ImageDecodeError(
+            f"{source}: image is {shape}, over the {MAX_PIXELS:,}-pixel limit; refused rather than decoded "
+            "(downscale it first)"
+        )
+
+
+def read_image_bytes(path: str | Path) -> bytes:
+    """A file's bytes, for decoding. ImageDecodeError naming it when it is missing, not a regular
+    file (a FIFO or device would block or never end), empty, over MAX_FILE_BYTES, or unreadable."""
+    path = Path(path)
+    try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageDecodeError(f"{path}: not a regular file")
+        if st.st_size > MAX_FILE_BYTES:
+            raise ImageDecodeError(
+                f"{path}: file is {st.st_size:,} bytes, over the {MAX_FILE_BYTES:,}-byte limit for one slice; refused"
+            )
+        data = path.read_bytes()
+    except FileNotFoundError as e:
+        raise ImageDecodeError(f"{path}: no such file") from e
+    except OSError as e:
+        raise ImageDecodeError(f"{path}: cannot read file ({e.strerror or e})") from e
+    if not data:
+        raise ImageDecodeError(f"{path}: file is empty")
+    return data
 
 
 def to_grey(im: Image.Image) -> Image.Image:
@@ -315,18 +379,13 @@ def _square_resize(im: Image.Image, size: int, resample: Image.Resampling) -> Im
 def load_image(path: str | Path, size: int) -> np.ndarray:
     """Read one image file into a (size, size) uint8 array with the training preprocessing."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ImageDecodeError(f"{path}: cannot read file ({e.strerror or e})") from e
-    if not data:
-        raise ImageDecodeError(f"{path}: file is empty")
-    return square_resize(decode_grey(data, source=path), size)
+    return square_resize(decode_grey(read_image_bytes(path), source=path), size)
 
 
 def load_mask(path: str | Path, size: int) -> np.ndarray:
     """Binary mask (bool, size x size) with the same pad-and-resize geometry as its image."""
-    with Image.open(path) as im:
+    with Image.open(path, formats=PIL_FORMATS) as im:
+        check_image_size(im.width, im.height, source=path)
         grey = im.convert("L")
     resized = _square_resize(grey, size, Image.Resampling.BILINEAR)
     return np.asarray(resized) >= 128
@@ -394,12 +453,7 @@ def masked_rows(dataset: Dataset, split: str = "Testing") -> pd.DataFrame:
     Masks are named after their image: `Testing/glioma/Te-gl_0010.png` belongs to
     `Testing/glioma/Te-gl_0010.jpg`.
     """
-    root = masks_dir(dataset.root)
-    if root is None:
-        raise DataNotFoundError(
-            f"no {MASKS_DIRNAME}/ folder beside {dataset.root}: the expert masks (from the figshare set, "
-            "Cheng 2017) are needed for the Grad-CAM localisation scores"
-        )
+    root = masks_dir(dataset.root, required=True)
     rows = dataset.split(split).copy()
     rows["mask_path"] = [root / Path(p).with_suffix(".png") for p in rows.path]
     return rows[[p.is_file() for p in rows.mask_path]]
@@ -414,11 +468,7 @@ def training_masks(dataset: Dataset, rows: np.ndarray, size: int) -> np.ndarray:
     """Masks (len(rows), size, size, uint8 0/1) for the manifest `rows` a model trains on, all zero
     where an image has no expert mask. Only these rows' mask files are opened: a mask-guided run
     cannot read the mask of a validation or test image (a test checks this)."""
-    root = masks_dir(dataset.root)
-    if root is None:
-        raise DataNotFoundError(
-            f"no {MASKS_DIRNAME}/ folder beside {dataset.root}: the mask-guided model trains on the expert masks"
-        )
+    root = masks_dir(dataset.root, required=True)
     out = np.zeros((len(rows), size, size), np.uint8)
     paths = dataset.manifest.path.to_numpy()
     for i, row in enumerate(rows):

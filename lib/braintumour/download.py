@@ -13,10 +13,11 @@ import shutil
 import tempfile
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from braintumour.config import DATASET_DIRNAME, EXPECTED_COUNTS, KAGGLE_DATASET, SPLITS, raw_dir
-from braintumour.data import DataNotFoundError, DatasetLayoutError, build_manifest, find_dataset
+from braintumour.data import DataNotFoundError, DatasetLayoutError, build_manifest, find_dataset, load_dataset
 
 
 class DownloadError(RuntimeError):
@@ -52,25 +53,97 @@ def _dataset_root(folder: Path) -> Path:
     raise DatasetLayoutError(f"no folder with {' and '.join(SPLITS)}/ found in the downloaded archive")
 
 
-def unpack_zip(archive: Path, into: Path) -> None:
-    """Extract a zip after checking every member's CRC and refusing paths that escape `into`."""
+# The archive guard (decompression bombs). The Kaggle zip is about 150 MB and unpacks to about as much
+# (JPEGs do not compress); the largest source the project reads is under 1 GB. A member's ratio is
+# checked only above MIN_RATIO_CHECK bytes, where a high ratio cannot be a small text file's.
+MAX_UNPACKED_BYTES = 8 * 1024**3
+MAX_RATIO = 100
+MIN_RATIO_CHECK = 1024**2
+
+
+def check_archive(zf: zipfile.ZipFile, archive: str | Path, into: Path, max_bytes: int | None = None,
+                  max_ratio: float | None = None) -> None:
+    """Refuse, from the central directory and before anything is written: members whose path escapes
+    `into`, a total uncompressed size over `max_bytes`, a member that expands more than `max_ratio` times
+    (defaults: MAX_UNPACKED_BYTES, MAX_RATIO)."""
+    max_bytes = MAX_UNPACKED_BYTES if max_bytes is None else max_bytes
+    max_ratio = MAX_RATIO if max_ratio is None else max_ratio
+    total = 0
+    for info in zf.infolist():
+        target = (into / info.filename).resolve()
+        if not target.is_relative_to(into.resolve()):
+            raise DownloadError(f"{archive}: member {info.filename!r} would be written outside the target folder")
+        total += info.file_size
+        if info.file_size > MIN_RATIO_CHECK and info.file_size > max_ratio * max(info.compress_size, 1):
+            raise DownloadError(
+                f"{archive}: member {info.filename!r} expands {info.file_size / max(info.compress_size, 1):.0f} times "
+                f"({info.compress_size:,} to {info.file_size:,} bytes), over the limit of {max_ratio:g}; refused "
+                "as a likely decompression bomb"
+            )
+    if total > max_bytes:
+        raise DownloadError(
+            f"{archive}: unpacks to {total:,} bytes, over the {max_bytes:,}-byte limit; refused before unpacking"
+        )
+
+
+def unpack_zip(archive: Path, into: Path, max_bytes: int | None = None, max_ratio: float | None = None,
+               chunk: int = 1 << 20, name: str | None = None) -> None:
+    """Extract a zip after `check_archive`, streaming each member and counting what it writes, so that a
+    member whose header lies about its size is stopped (and every member's CRC checked) as it is read.
+    On any refusal, what was written is removed. Messages name `name` (the URL, say), else `archive`."""
+    label = name or str(archive)
+    max_bytes = MAX_UNPACKED_BYTES if max_bytes is None else max_bytes
+    created = not into.exists()
     try:
         with zipfile.ZipFile(archive) as zf:
-            bad = zf.testzip()
-            if bad is not None:
-                raise DownloadError(f"{archive}: member {bad} is corrupt (CRC mismatch)")
-            for name in zf.namelist():
-                target = (into / name).resolve()
-                if not target.is_relative_to(into.resolve()):
-                    raise DownloadError(f"{archive}: member {name!r} would be written outside the target folder")
-            zf.extractall(into)
-    except zipfile.BadZipFile as e:
-        raise DownloadError(f"{archive}: not a valid zip file ({e})") from e
+            check_archive(zf, label, into, max_bytes, max_ratio)
+            written = 0
+            for info in zf.infolist():
+                target = into / info.filename
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                member = 0
+                with zf.open(info) as src, open(target, "wb") as dst:
+                    while block := src.read(chunk):
+                        member += len(block)
+                        written += len(block)
+                        if member > info.file_size or written > max_bytes:
+                            raise DownloadError(
+                                f"{label}: member {info.filename!r} unpacks to more than its header says "
+                                f"({info.file_size:,} bytes) or past the {max_bytes:,}-byte limit; refused"
+                            )
+                        dst.write(block)
+    except zipfile.BadZipFile as e:  # a CRC mismatch is found at the end of a member's stream
+        _remove_unpacked(into, created)
+        raise DownloadError(f"{label}: not a valid zip file, or a member is corrupt ({e})") from e
+    except (DownloadError, OSError, EOFError, NotImplementedError, RuntimeError) as e:
+        _remove_unpacked(into, created)
+        if isinstance(e, DownloadError):
+            raise
+        raise DownloadError(f"{label}: cannot unpack ({type(e).__name__}: {e})") from e
 
 
-def install_tree(source: Path, dest: Path, expected: dict | None = EXPECTED_COUNTS, move: bool = False) -> Path:
-    """Validate a dataset folder (layout, counts, every image decodes) and put it at `dest` atomically."""
-    build_manifest(source, expected=expected)
+def _remove_unpacked(into: Path, created: bool) -> None:
+    if created:
+        shutil.rmtree(into, ignore_errors=True)
+
+
+def install_tree(
+    source: Path,
+    dest: Path,
+    expected: dict | None = EXPECTED_COUNTS,
+    move: bool = False,
+    validate: Callable[[Path], object] | None = None,
+) -> Path:
+    """Validate a dataset folder (layout, counts, every image decodes) and put it at `dest` atomically.
+
+    `validate(source)` replaces the Kaggle set's check for another source (it raises when wrong)."""
+    if validate is None:
+        build_manifest(source, expected=expected)
+    else:
+        validate(source)
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
     try:
@@ -97,10 +170,14 @@ def fetch(
     if not force:
         try:
             found = find_dataset()
+        except DataNotFoundError:
+            found = None
+        if found is not None:
+            # "Present" means what `manifest` accepts (layout, counts, every image decodes), by the same
+            # function: an empty or half-copied folder is named and refused, not declared present.
+            load_dataset(found, expected=expected)
             print(f"dataset present at {found}; nothing to download")
             return found
-        except DataNotFoundError:
-            pass
     if dest.exists():
         raise DownloadError(f"{dest} exists but is not a usable dataset; remove it and run `make data` again")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -110,7 +187,7 @@ def fetch(
         if url:
             print(f"downloading {url}")
             archive = download_file(url, work / "archive.zip", sha256)
-            unpack_zip(archive, work / "unpacked")
+            unpack_zip(archive, work / "unpacked", name=url)
             root = _dataset_root(work / "unpacked")
         else:
             root = _kaggle_download()
@@ -119,17 +196,20 @@ def fetch(
     return dest
 
 
-def _kaggle_download() -> Path:
+def _kaggle_download(
+    dataset: str = KAGGLE_DATASET, root: Callable[[Path], Path] = _dataset_root, url_var: str = "DATA_URL"
+) -> Path:
+    """Download a Kaggle dataset with kagglehub; `root` finds the data's folder inside it."""
     try:
         import kagglehub
     except ImportError as e:
-        raise DownloadError("kagglehub is not installed; run `make setup` or give DATA_URL=<zip url>") from e
+        raise DownloadError(f"kagglehub is not installed; run `make setup` or give {url_var}=<zip url>") from e
     try:
-        path = Path(kagglehub.dataset_download(KAGGLE_DATASET))
+        path = Path(kagglehub.dataset_download(dataset))
     except Exception as e:  # kagglehub raises many kinds: network, auth, HTTP
         raise DownloadError(
-            f"kagglehub could not download {KAGGLE_DATASET} ({type(e).__name__}: {e}). Log in to Kaggle "
+            f"kagglehub could not download {dataset} ({type(e).__name__}: {e}). Log in to Kaggle "
             "(KAGGLE_USERNAME/KAGGLE_KEY or ~/.kaggle/kaggle.json), or download the zip yourself and run "
-            "`make data DATA_URL=file:///path/to/archive.zip`."
+            f"`make data {url_var}=file:///path/to/archive.zip`."
         ) from e
-    return _dataset_root(path)
+    return root(path)

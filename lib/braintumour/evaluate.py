@@ -21,6 +21,7 @@ from sklearn.metrics import (
 )
 
 from braintumour.config import CLASSES
+from braintumour.device import model_device
 from braintumour.transforms import to_input
 
 N_BOOTSTRAP = 2000
@@ -29,16 +30,18 @@ BOOTSTRAP_SEED = 12345
 
 @torch.no_grad()
 def predict_proba(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Softmax probabilities (N, 4) for uint8 images (N, H, W), in eval mode, in batches.
+    """Softmax probabilities (N, 4) for uint8 images (N, H, W), in eval mode, in batches, on the
+    device the model is on (`device.choose_device` decided it when the model was loaded); the images
+    stay on the host and move a batch at a time.
 
     Model and batches are put in channels-last memory layout, the one oneDNN's CPU convolutions run
     fastest in (training already uses it); the model is converted in place, as training does.
     """
     model.eval().to(memory_format=torch.channels_last)
-    out = []
+    device, out = model_device(model), []
     for start in range(0, len(images), batch_size):
-        x = to_input(torch.from_numpy(images[start : start + batch_size])).contiguous(memory_format=torch.channels_last)
-        out.append(torch.softmax(model(x).float(), dim=1).numpy())
+        x = to_input(torch.from_numpy(images[start : start + batch_size])).to(device)
+        out.append(torch.softmax(model(x.contiguous(memory_format=torch.channels_last)).float(), dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), dtype=np.float32)
 
 

@@ -15,6 +15,7 @@ from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, Layer
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+from braintumour.device import model_device
 from braintumour.models import target_layer
 from braintumour.transforms import to_input
 
@@ -254,7 +255,7 @@ def road_scores(
     from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirstAverage, ROADMostRelevantFirstAverage
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
-    x = to_input(torch.from_numpy(images))
+    x = to_input(torch.from_numpy(images)).to(model_device(model))  # pytorch-grad-cam's CAMs move it themselves
     t = [ClassifierOutputSoftmaxTarget(int(c)) for c in targets]
     model.eval()
     # ROAD's imputer adds torch.randn noise from the global stream, whose state depends on whatever

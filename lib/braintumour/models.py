@@ -200,19 +200,22 @@ class LeNet5(nn.Module):
 
 
 class PretrainedWeightsMissing(FileNotFoundError):
-    """ImageNet weights were asked for but are not in torchvision's local cache."""
+    """ImageNet weights were asked for, are not in torchvision's cache, and cannot be downloaded."""
 
 
-def _imagenet_state(weights) -> dict:
-    """ImageNet weights from torchvision's cache only: this project never downloads at run time."""
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-    if not cached.is_file():
-        raise PretrainedWeightsMissing(
-            f"pretrained=True needs {cached}, which is not there. On a machine with internet run\n"
-            f"  python -c \"import torchvision; torchvision.models.get_weight('{weights}').get_state_dict()\"\n"
-            "and copy the file to that path (or set TORCH_HOME). The default run trains from scratch."
-        )
-    return torch.load(cached, map_location="cpu", weights_only=True)
+def imagenet_state(weights, url: str | None = None) -> dict:
+    """ImageNet weights (a torchvision `Weights` entry) through torchvision's own weight cache
+    (`torch.hub`'s checkpoints folder, `$TORCH_HOME`), downloaded with its progress bar when absent.
+    `url` replaces the entry's address (a mirror, or a test's local server). Offline and not cached:
+    `PretrainedWeightsMissing`, one line saying so."""
+    url = url or weights.url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    try:
+        return torch.hub.load_state_dict_from_url(url, progress=True, check_hash=False, weights_only=True)
+    except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError
+        reason = str(getattr(e, "reason", e)).splitlines()[0]
+        raise PretrainedWeightsMissing(f"ImageNet weights not in {cached} and not downloadable from {url} "
+                                       f"({reason})") from e
 
 
 def _one_channel(conv: nn.Conv2d) -> nn.Conv2d:
@@ -232,7 +235,7 @@ def _torchvision(name: str, pretrained: bool, num_classes: int) -> nn.Module:
     builder = getattr(tvm, name)
     model = builder(weights=None)
     if pretrained:
-        model.load_state_dict(_imagenet_state(tvm.get_model_weights(builder).DEFAULT))
+        model.load_state_dict(imagenet_state(tvm.get_model_weights(builder).DEFAULT))
     if name == "resnet50":
         model.conv1 = _one_channel(model.conv1)
         model.fc = nn.Linear(model.fc.in_features, num_classes)

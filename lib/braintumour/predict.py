@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
+import unicodedata
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,25 +23,59 @@ from PIL import Image
 from tqdm import tqdm
 
 from braintumour import files
-from braintumour.config import CLASSES
-from braintumour.data import ImageDecodeError, decode_grey, square_resize
+from braintumour.config import CLASSES, project_root
+from braintumour.data import (
+    MAX_FILE_BYTES,
+    ImageDecodeError,
+    check_image_size,
+    decode_grey,
+    read_image_bytes,
+    square_resize,
+)
 from braintumour.evaluate import predict_proba
 from braintumour.explain import CamExplainer, overlay
 from braintumour.train import load_checkpoint
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}
-DEFAULT_MODEL = Path("reports/models/custom_cnn.pt")
+# Relative to the project root, not the current folder. The external-validation variant (notebook 08)
+# is written only when it met its targets; otherwise notebook 03's model, the study's reproduction.
+DEFAULT_MODELS = (Path("reports/models/custom_cnn_external.pt"), Path("reports/models/custom_cnn.pt"))
 
 
-def collect_paths(inputs: Iterable[str | Path]) -> list[Path]:
-    """Files named directly (any suffix), and files with a known suffix found recursively in folders."""
+def default_model() -> Path:
+    """The model `predict` uses without `--model`, found from wherever the command is run: the
+    variant that generalised to Br35H (notebook 08) where it exists, else notebook 03's."""
+    paths = [project_root() / p for p in DEFAULT_MODELS]
+    return next((p for p in paths if p.is_file()), paths[-1])
+
+
+def printable(text: str | Path) -> str:
+    """Text that every output (table, CSV, JSON, terminal) takes, for a file name or a message naming one.
+
+    A name's bytes that are not UTF-8 reach Python as lone surrogates (`os.fsdecode`'s
+    surrogateescape), which no UTF-8 writer accepts; they are shown as backslash escapes
+    (`scan\\xff.png`), and so are control characters, which would split a line (a newline in a name).
+    """
+    s = os.fsencode(str(text)).decode("utf-8", "backslashreplace")
+    return "".join(f"\\x{ord(c):02x}" if unicodedata.category(c) == "Cc" else c for c in s)
+
+
+def collect_paths(inputs: Iterable[str | Path], errors: list[str] | None = None) -> list[Path]:
+    """Files named directly (any suffix), and files with a known suffix found recursively in folders
+    (not the temporary files of an interrupted atomic write). A folder that holds no such file is
+    reported in `errors` (when given), naming it."""
     out: list[Path] = []
     for p in map(Path, inputs):
         if p.is_dir():
-            out += sorted(
-                f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES | DICOM_SUFFIXES
+            found = sorted(
+                f for f in p.rglob("*")
+                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES | DICOM_SUFFIXES and not files.is_temp(f)
             )
+            if not found and errors is not None:
+                suffixes = ", ".join(sorted(IMAGE_SUFFIXES | DICOM_SUFFIXES))
+                errors.append(f"{p}: folder holds no image file (searched recursively for {suffixes})")
+            out += found
         else:
             out.append(p)  # a missing file is reported by read_scan, with the others still processed
     return out
@@ -53,22 +90,32 @@ def read_dicom(data: bytes, source: Path) -> Image.Image:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    _check_deflated_size(data, source)
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
-    except (InvalidDicomError, EOFError, ValueError, OSError) as e:
+    except (InvalidDicomError, EOFError, ValueError, OSError, zlib.error) as e:
         raise ImageDecodeError(f"{source}: not a readable DICOM file ({e})") from e
     if "PixelData" not in ds:
         raise ImageDecodeError(
             f"{source}: DICOM file holds no image (no PixelData; modality "
             f"{ds.get('Modality', 'unknown')}, SOP class {ds.get('SOPClassUID', 'unknown')})"
         )
+    # The size guard on the header's numbers, before any pixel is decoded (a few KB of compressed
+    # pixel data can announce gigabytes), and the one-frame rule before decoding the frames.
+    try:
+        rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError) as e:
+        raise ImageDecodeError(f"{source}: DICOM header has no usable image size ({e})") from e
+    if rows <= 0 or cols <= 0:
+        raise ImageDecodeError(f"{source}: DICOM header has no image size (Rows {rows}, Columns {cols})")
+    check_image_size(cols, rows, frames, source=source)
+    if frames > 1:
+        raise ImageDecodeError(f"{source}: DICOM has {frames} frames; export the one slice to classify")
     try:
         arr = ds.pixel_array.astype(np.float64)
     except Exception as e:  # pydicom raises many kinds for truncated or unsupported pixel data
         raise ImageDecodeError(f"{source}: DICOM pixel data cannot be decoded ({type(e).__name__}: {e})") from e
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        raise ImageDecodeError(f"{source}: DICOM has {frames} frames; export the one slice to classify")
     if arr.ndim == 3:  # RGB secondary capture: ITU-R 601 luma, as for RGB JPEGs
         arr = arr[..., :3] @ np.array([0.299, 0.587, 0.114])
     arr = arr * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0)
@@ -80,16 +127,34 @@ def read_dicom(data: bytes, source: Path) -> Image.Image:
     return Image.fromarray(np.round(arr).astype(np.uint8), mode="L")
 
 
+def _check_deflated_size(data: bytes, source: Path) -> None:
+    """A DICOM file in the Deflated transfer syntax is inflated whole by pydicom when read: refuse one
+    that would inflate past MAX_FILE_BYTES (found by inflating at most that much), before pydicom does."""
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    fp = io.BytesIO(data)
+    try:
+        read_preamble(fp, False)
+        meta = _read_file_meta_info(fp)
+    except Exception:  # not a DICOM file or a broken header: dcmread says what is wrong
+        return
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        inflater.decompress(fp.read(), MAX_FILE_BYTES)
+    except zlib.error as e:
+        raise ImageDecodeError(f"{source}: not a readable DICOM file (deflated data is corrupt: {e})") from e
+    if inflater.unconsumed_tail:
+        raise ImageDecodeError(
+            f"{source}: deflated DICOM inflates to over {MAX_FILE_BYTES:,} bytes; refused rather than decoded"
+        )
+
+
 def read_scan(path: Path, size: int) -> np.ndarray:
     """Any supported file -> (size, size) uint8, with the training preprocessing."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as e:
-        raise ImageDecodeError(f"{path}: no such file") from e
-    except OSError as e:
-        raise ImageDecodeError(f"{path}: cannot read file ({e.strerror or e})") from e
-    if not data:
-        raise ImageDecodeError(f"{path}: file is empty")
+    data = read_image_bytes(path)  # missing, not a regular file, empty, too large: one line each
     grey = read_dicom(data, path) if _is_dicom(data, path) else decode_grey(data, source=path)
     if grey.width < 8 or grey.height < 8:
         raise ImageDecodeError(f"{path}: image is {grey.width}x{grey.height}, too small to be an MRI slice")
@@ -107,14 +172,17 @@ class PredictResult:
 
 def predict_files(
     paths: list[Path],
-    model_path: Path = DEFAULT_MODEL,
+    model_path: Path | None = None,
     out_dir: Path | None = None,
     cam_method: str = "gradcam",
     batch_size: int = 64,
     progress: bool = True,
 ) -> PredictResult:
-    """Classify each file; write a side-by-side Grad-CAM PNG per image to `out_dir` (if given)."""
-    model, payload = load_checkpoint(model_path)
+    """Classify each file; write a side-by-side Grad-CAM PNG per image to `out_dir` (if given).
+    `model_path` defaults to the committed model (`default_model()`)."""
+    if out_dir is not None:
+        files.check_output_path(out_dir, folder=True)  # before the model is even loaded
+    model, payload = load_checkpoint(default_model() if model_path is None else model_path)
     size = payload["config"]["image_size"]
     result = PredictResult()
     explainer = CamExplainer(model, cam_method) if out_dir is not None else None
@@ -126,7 +194,7 @@ def predict_files(
                 arrays.append(read_scan(path, size))
                 ok_paths.append(path)
             except ImageDecodeError as e:
-                result.errors.append(str(e))
+                result.errors.append(printable(e))
             bar.update()
         if not arrays:
             continue
@@ -137,10 +205,11 @@ def predict_files(
         for path, img, p, k, heat in zip(ok_paths, images, proba, pred, maps, strict=True):
             cam_png = ""
             if out_dir is not None:
-                cam_png = str(_write_overlay(out_dir, path, img, heat, CLASSES[k], float(p[k]), len(result.rows)))
+                cam_png = printable(_write_overlay(out_dir, path, img, heat, CLASSES[k], float(p[k]),
+                                                   len(result.rows)))
             result.rows.append(
                 {
-                    "path": str(path),
+                    "path": printable(path),
                     "prediction": CLASSES[k],
                     **{f"p_{c}": round(float(p[i]), 6) for i, c in enumerate(CLASSES)},
                     "cam_png": cam_png,
@@ -156,7 +225,8 @@ def _write_overlay(
     """Image and heatmap overlay side by side, written atomically."""
     side = np.concatenate([np.repeat(image[..., None], 3, axis=2), overlay(image, heat)], axis=1)
     target = out_dir / f"{index:05d}_{source.stem}_{label}_{p:.2f}_cam.png"
-    return files.write_with(target, lambda tmp: Image.fromarray(side).save(tmp, format="PNG"))
+    # The folder's stale temporaries were removed once, by `main`: no scan of it per image.
+    return files.write_with(target, lambda tmp: Image.fromarray(side).save(tmp, format="PNG"), clean_stale=False)
 
 
 def render(result: PredictResult, fmt: str) -> str:
@@ -175,9 +245,22 @@ def render(result: PredictResult, fmt: str) -> str:
 
 
 def main(args) -> int:
-    paths = collect_paths(args.paths)
     out_dir = Path(args.out) if args.out else None
-    result = predict_files(paths, Path(args.model), out_dir, args.cam, args.batch_size, progress=sys.stderr.isatty())
+    # Every output path is checked before any work, so that no result is lost to a bad one
+    # (files.OutputPathError: one line, exit status 2).
+    if out_dir is not None:
+        files.check_output_path(out_dir, folder=True)
+        files.remove_stale_temps(out_dir, any_target=True)  # what a killed run left there
+    if args.output:
+        files.check_output_path(args.output, folder=False)
+    input_errors: list[str] = []
+    paths = collect_paths(args.paths, errors=input_errors)
+    model_path = Path(args.model) if args.model else default_model()
+    if paths:
+        result = predict_files(paths, model_path, out_dir, args.cam, args.batch_size, progress=sys.stderr.isatty())
+    else:
+        result = PredictResult()
+    result.errors[:0] = [printable(e) for e in input_errors]
     text = render(result, args.format)
     if args.output:
         files.write_text(args.output, text + "\n")
@@ -186,5 +269,5 @@ def main(args) -> int:
     for err in result.errors:
         print(f"ERROR: {err}", file=sys.stderr)
     if result.errors:
-        print(f"{len(result.errors)} of {len(paths)} file(s) failed", file=sys.stderr)
+        print(f"{len(result.errors)} of {len(paths) + len(input_errors)} file(s) failed", file=sys.stderr)
     return 1 if result.errors or not paths else 0

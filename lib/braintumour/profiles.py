@@ -4,12 +4,18 @@ A notebook never checks which machine it is on; it reads its profile here.
 - smoke: a small subset and tiny budgets, for tests and `make smoke` (minutes).
 - cpu:   the default real run on a 2-core CPU (the committed reports/).
 - full:  paper-scale settings for a GPU machine.
+
+Every run's length is fixed here in epochs or optimiser steps, never planned from a clock, so a
+profile trains the same steps on any machine. `device` (None: `device.choose_device`'s pick) and
+`precision` ("auto": bfloat16 where the device runs it natively, else float32) say where and how.
 """
 
 from __future__ import annotations
 
 import copy
 from typing import Any
+
+from braintumour.device import choose_device, choose_precision
 
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {
@@ -22,11 +28,14 @@ PROFILES: dict[str, dict[str, Any]] = {
         "seeds": [0],
         "ablation_seeds": [0],
         "patience": 2,
-        "precision": None,  # float32: the smoke run must stay fast on a CPU without native bfloat16 too
+        "device": None,
+        "precision": "float32",  # the same numbers on every kind of CPU
         "reestimate_bn": True,
         "baseline_seeds": [0],
-        "baseline_budget_s": 20,
-        "fold_budget_s": 10,
+        "baseline_steps": {"lenet5": 4, "alexnet": 4, "vgg16_bn": 2, "resnet50": 2},
+        "pretrained_baselines": [],
+        "fold_steps": {"custom_cnn": 4, "resnet50": 2, "custom_cnn_guided": 4},
+        "external_limit": 24,  # Br35H images per part (notebook 08)
     },
     "cpu": {
         "image_size": 128,
@@ -42,7 +51,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         # lr x 5e-4 a step (1.5e-6 at the peak rate), in effect no decay; 0.05 (the ConvNeXt/DeiT value)
         # made 33 Testing errors over seeds 0-2 (10, 12, 11) against 40 (10, 17, 13) (README).
         "weight_decay": 0.05,
-        "precision": "bf16",  # TrainConfig.precision; None on a CPU without native bfloat16
+        "device": None,
+        "precision": "auto",
         # TrainConfig.reestimate_bn for the custom CNN (plain and mask-guided; `custom_cnn_config`): the kept
         # checkpoint's BatchNorm statistics recomputed over the un-augmented training images. Its Testing
         # errors over seeds 0-2, the same checkpoints, 33 -> 28 (README). Not for the baselines (`baseline_config`).
@@ -55,15 +65,17 @@ PROFILES: dict[str, dict[str, Any]] = {
         # on validation; a 40-epoch run with the same seed, to the end: 99.8%). The best-validation
         # checkpoint is still the one kept.
         "patience": 50,
-        # Baselines get the 15 minutes one custom-CNN seed may take (#3's limit; it needs less): "best
-        # accuracy for the same CPU time", at least. One seed each: 4 x 15 min already.
+        # "The same CPU time for every model": each baseline takes the optimiser steps that fitted in the
+        # 15 minutes of one custom-CNN seed on the 2-core AVX-512-BF16 machine, where the committed runs
+        # were planned from a clock (their plan.json); fixed now, so every machine trains the same steps.
         "baseline_seeds": [0],
-        "baseline_budget_s": 900,
-        # Patient-disjoint folds (notebook 06): 2 models x (5 folds + the official split at the same
-        # budget) = 12 runs must fit in about 90 minutes with evaluation, so each run gets 5 minutes
-        # instead of notebooks 03/04's 15. A budget is planned from a timed probe: run it on an
-        # otherwise idle machine, or the probe sees a slower CPU and plans fewer steps.
-        "fold_budget_s": 300,
+        "baseline_steps": {"lenet5": 4000, "alexnet": 1324, "vgg16_bn": 121, "resnet50": 421},
+        "pretrained_baselines": [],  # from scratch only: the committed comparison
+        # Patient-disjoint folds (notebooks 06, 07): the median of the steps the committed runs took in
+        # their 5 minutes each on the same machine (custom CNN 1642-1927, ResNet-50 149-164, the
+        # mask-guided CNN 1296-1648).
+        "fold_steps": {"custom_cnn": 1860, "resnet50": 154, "custom_cnn_guided": 1568},
+        "external_limit": None,
     },
     "full": {
         "image_size": 224,
@@ -75,11 +87,15 @@ PROFILES: dict[str, dict[str, Any]] = {
         "seeds": [0, 1, 2, 3, 4],
         "ablation_seeds": [0, 1, 2, 3, 4],
         "patience": 15,
-        "precision": None,
+        "device": None,
+        "precision": "auto",
         "reestimate_bn": True,
         "baseline_seeds": [0, 1, 2],
-        "baseline_budget_s": None,  # on a GPU: the same number of epochs for every model instead
-        "fold_budget_s": None,
+        "baseline_steps": None,  # every baseline trains the custom CNN's epochs
+        # Extra rows fine-tuned from torchvision's ImageNet weights, where they can be downloaded.
+        "pretrained_baselines": ["vgg16_bn", "resnet50"],
+        "fold_steps": None,
+        "external_limit": None,
     },
 }
 
@@ -95,3 +111,15 @@ def get_profile(name: str, **overrides: Any) -> dict[str, Any]:
     params.update({k: v for k, v in overrides.items() if v is not None})
     params["profile"] = name
     return params
+
+
+def steps_for(params: dict[str, Any], key: str, model: str) -> int | None:
+    """A model's fixed run length under `params[key]` ("baseline_steps" or "fold_steps"); None: its epochs."""
+    steps = params[key]
+    return None if steps is None else steps[model]
+
+
+def profile_precision(params: dict[str, Any]) -> str | None:
+    """A profile's `precision` ("auto", "bf16" or "float32") resolved for the device it runs on:
+    `TrainConfig.precision`'s "bf16" or None."""
+    return choose_precision(choose_device(params["device"]), params["precision"])

@@ -12,6 +12,8 @@ import pandas as pd
 
 from braintumour import files
 from braintumour.config import project_root, reports_dir
+from braintumour.device import choose_device, describe
+from braintumour.profiles import PROFILES, profile_precision
 
 
 def git_commit() -> str:
@@ -33,16 +35,25 @@ def git_commit() -> str:
     return sha + ("-dirty" if dirty else "")
 
 
+def compute_record(profile: str) -> dict[str, Any]:
+    """Where a profile's numbers are computed on this machine (`device.describe`)."""
+    params = PROFILES.get(profile, {"device": None, "precision": "auto"})
+    device = choose_device(params["device"])
+    return describe(device, profile_precision(params))
+
+
 def metrics_path(name: str) -> Path:
     return reports_dir() / "metrics" / f"{name}.json"
 
 
 def write_metrics(name: str, *, profile: str, data_fingerprint: str, **fields: Any) -> Path:
-    """Write reports/metrics/<name>.json with the shared header fields first, atomically."""
+    """Write reports/metrics/<name>.json with the shared header fields first, atomically. `compute`
+    records the device, its name, the precision the profile resolves to there, and torch's threads."""
     payload = {
         "name": name,
         "profile": profile,
         **fields,
+        "compute": compute_record(profile),
         "data_fingerprint": data_fingerprint,
         "git_commit": git_commit(),
         "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

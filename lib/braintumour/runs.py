@@ -22,6 +22,7 @@ import torch
 
 from braintumour import files
 from braintumour.config import interim_dir
+from braintumour.device import choose_device
 from braintumour.models import build_model
 from braintumour.splits import Split
 from braintumour.train import TrainConfig, load_checkpoint, reestimate_batchnorm, save_checkpoint, train
@@ -40,13 +41,13 @@ class RunResult:
 
     @cached_property
     def plan(self) -> dict:
-        """Steps planned for the run (and the timing probe behind them under a time budget)."""
+        """The steps the run takes (`train.planned_steps`) and the device it was trained on."""
         path = self.run_dir / "plan.json"
         return json.loads(path.read_text()) if path.is_file() else {}
 
     @property
     def epochs_run(self) -> float:
-        """Passes over the training images, fractional when a time budget cut the last one short."""
+        """Passes over the training images, fractional when `max_steps` cut the last one short."""
         if "steps" in self.history and self.plan:
             return float(self.history.steps.sum() / self.plan["steps_per_epoch"])
         return float(len(self.history))
@@ -56,10 +57,12 @@ def run_key(cfg: TrainConfig, split: Split, data_fingerprint: str, train_masks: 
             train_groups: np.ndarray | None = None) -> str:
     """Hash of everything that determines a run's weights: the config with the augmentation and
     architecture it resolves to (so a changed library default retrains), the split and the data.
-    Threads are left out: results do not depend on them. Options left at None are left out too, so
-    adding an option later does not retrain the runs that never used it; so is `reestimate_bn`, a step
-    `train_or_load` applies to the kept checkpoint, which never changes what is trained."""
-    cfg_dict = {k: v for k, v in cfg.to_dict().items() if k not in ("threads", "reestimate_bn") and v is not None}
+    Threads and the device are left out: a finished run is reused wherever it is loaded. Options left
+    at None are left out too, so adding an option later does not retrain the runs that never used it;
+    so is `reestimate_bn`, a step `train_or_load` applies to the kept checkpoint, which never changes
+    what is trained."""
+    unkeyed = ("threads", "reestimate_bn", "device")
+    cfg_dict = {k: v for k, v in cfg.to_dict().items() if k not in unkeyed and v is not None}
     cfg_dict["augment_resolved"] = dataclasses.asdict(Augment(**cfg.augment))
     cfg_dict["architecture"] = repr(build_model(cfg.model, **cfg.model_kwargs))
     h = hashlib.sha256(json.dumps(cfg_dict, sort_keys=True).encode())
@@ -105,7 +108,7 @@ def train_or_load(
         shutil.rmtree(run_dir)
     if done.is_file():
         info = json.loads(done.read_text())
-        model, epoch = _kept_checkpoint(run_dir, checkpoint)
+        model, epoch = _kept_checkpoint(run_dir, checkpoint, cfg)
         return RunResult(
             cfg,
             with_reestimated_bn(model, cfg, images, split, run_dir, checkpoint) if cfg.reestimate_bn else model,
@@ -120,7 +123,7 @@ def train_or_load(
                        train_masks=train_masks, train_groups=train_groups)
     # Wall-clock of the whole run as the epochs recorded it (resumed runs add up their parts).
     seconds = float(history.seconds.sum() + history.eval_seconds.sum()) if len(history) else time.perf_counter() - t0
-    model, epoch = _kept_checkpoint(run_dir, checkpoint)
+    model, epoch = _kept_checkpoint(run_dir, checkpoint, cfg)
     best_epoch = epoch if checkpoint == "best" else load_checkpoint(run_dir / "best.pt")[1]["epoch"]
     files.write_json(
         done,
@@ -137,9 +140,10 @@ def train_or_load(
     return RunResult(cfg, model, history, seconds, epoch, run_dir, reused=False)
 
 
-def _kept_checkpoint(run_dir: Path, checkpoint: str) -> tuple[torch.nn.Module, int]:
-    """The run's best or last checkpoint and its epoch (`last.pt` also holds the resume state)."""
-    model, payload = load_checkpoint(run_dir / f"{checkpoint}.pt")
+def _kept_checkpoint(run_dir: Path, checkpoint: str, cfg: TrainConfig) -> tuple[torch.nn.Module, int]:
+    """The run's best or last checkpoint and its epoch (`last.pt` also holds the resume state), on
+    the run's device."""
+    model, payload = load_checkpoint(run_dir / f"{checkpoint}.pt", choose_device(cfg.device))
     return model, payload["epoch"] if checkpoint == "best" else payload["state"]["epoch"]
 
 
@@ -151,7 +155,7 @@ def with_reestimated_bn(model: torch.nn.Module, cfg: TrainConfig, images: np.nda
     key does not hold."""
     cached = run_dir / f"{checkpoint}_bn.pt"
     if cached.is_file():
-        return load_checkpoint(cached)[0]
+        return load_checkpoint(cached, choose_device(cfg.device))[0]
     model = reestimate_batchnorm(model, images[split.train])
     save_checkpoint(cached, model, cfg, extra={"reestimated_on": "training images, un-augmented"})
     return model

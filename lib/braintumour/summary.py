@@ -91,6 +91,23 @@ def headline_table(metrics_dir: Path | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def run_length_words(steps: dict[str, int | None]) -> str:
+    """A fixed run length per model in words: "1,860 steps (custom CNN), 154 (ResNet-50)"."""
+    if all(v is None for v in steps.values()):
+        return "the profile's epochs"
+    return ", ".join(f"{v:,} steps ({BASELINES.get(k, 'custom CNN')})" if v is not None
+                     else f"its epochs ({BASELINES.get(k, 'custom CNN')})" for k, v in steps.items())
+
+
+def fold_run_length(folds: dict) -> str:
+    """Notebook 06's run length: fixed steps (`max_steps`), or, in metrics written before run lengths
+    were fixed, the wall-clock budget the steps were planned from."""
+    if "max_steps" in folds:
+        return run_length_words(folds["max_steps"])
+    budget = folds["time_budget_s"]
+    return "the same epochs" if budget is None else f"{budget:.0f} s of training"
+
+
 def patient_disjoint_table(metrics: dict) -> pd.DataFrame:
     """Official split vs unseen-patient folds (same training budget), accuracy and macro-F1, per model
     and subset, from `patient_disjoint.json`."""
@@ -120,7 +137,7 @@ def provenance(metrics_dir: Path | None = None) -> pd.DataFrame:
     the other notebooks' files as they were, so numbers side by side can come from different commits:
     this table makes that visible instead of implying one run."""
     rows = []
-    for path in sorted((metrics_dir or reports_dir() / "metrics").glob("*.json")):
+    for path in files.listing(metrics_dir or reports_dir() / "metrics", "*.json"):  # no half-written temporaries
         m = json.loads(path.read_text())
         rows.append({"metrics file": path.name, "commit": str(m.get("git_commit", "unknown"))[:12],
                      "profile": m.get("profile"), "written at": m.get("written_at")})
@@ -186,15 +203,17 @@ def readme_block(metrics_dir: Path | None = None) -> str:
     if folds is not None:
         words = [f"{BASELINES.get(name, 'custom CNN')} {official:.1%} -> {over['mean']:.1%} ± {over['sd']:.1%}"
                  for name, (official, over) in unseen_patient_accuracy(folds).items()]
-        budget = folds["time_budget_s"]
         lines.append(
             f"Unseen patients (notebook 06, {folds['n_splits']} patient-disjoint folds, "
-            f"{'same epochs' if budget is None else f'{budget:.0f} s of training per run'}): accuracy on the "
+            f"{fold_run_length(folds)} per run): accuracy on the "
             f"figshare images, official split -> held-out patients: {'; '.join(words)}."
         )
     guided = load_metrics("mask_guided", metrics_dir)
     if guided is not None:
         lines.append(mask_guided_sentence(guided))
+    ext = load_metrics("external", metrics_dir)
+    if ext is not None:
+        lines.append(external_sentence(ext))
     lines.append(provenance_sentence(metrics_dir))
     lines += ["", MARK_END]
     return "\n".join(lines)
@@ -220,6 +239,33 @@ def ablation_accuracy(row: dict) -> str:
     or '99.16%' for a single seed."""
     acc, sd = row["Testing accuracy"], row.get("Testing accuracy sd")
     return f"{acc:.2%}" if sd is None else f"{acc:.2%} ± {sd:.2%}"
+
+
+def external_sentence(ext: dict) -> str:
+    """What notebook 08 measured on Br35H, and what it does and does not support."""
+    plain = ext["models"]["custom_cnn"]["external_all"]
+    others = "; ".join(f"{m['title']} {m['external_all']['detected']:.1%}" for n, m in ext["models"].items()
+                       if n != "custom_cnn")
+    chosen = ext["variants"][ext["chosen_variant"]]
+    runs_ = chosen["per_seed"].values()
+
+    def mean(key: str) -> float:
+        return sum(r[key]["detected"] if key.startswith("external") else r[key] for r in runs_) / len(runs_)
+
+    met = all(ext["targets_met"].values())
+    return (
+        f"External validation (notebook 08, Br35H, a collection assembled by someone else; only its images with "
+        f"no copy in the Kaggle set): the custom CNN calls {plain['detected']:.1%} of {plain['n']} external tumour "
+        f"images a tumour (95% CI {plain['detected_ci95'][0]:.1%}-{plain['detected_ci95'][1]:.1%}); {others}. "
+        f"Its {ext['models']['custom_cnn']['testing_accuracy']:.2%} on Kaggle Testing does not carry over to "
+        "another collection. The chosen variant, "
+        f"{chosen['title']} ({len(chosen['per_seed'])} seed(s)), detects {mean('external_test'):.1%} of the "
+        f"{next(iter(runs_))['external_test']['n']} held-out external tumour images at {mean('testing_accuracy'):.2%} "
+        f"Kaggle Testing accuracy and {mean('testing_notumor_recall'):.1%} notumor recall: "
+        f"{'it meets' if met else 'it does not meet'} the targets fixed in advance, so `predict` uses "
+        f"{'it' if met else 'notebook 03' + chr(39) + 's model'}. Untested: external no-tumour images "
+        "(every Br35H `no` image is a Kaggle file)."
+    )
 
 
 def mask_guided_sentence(guided: dict) -> str:

@@ -8,9 +8,8 @@ resumes gives the same weights as one that never stopped.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import pickle
+import os
 import random
 import time
 import warnings
@@ -27,8 +26,14 @@ from torch.optim.swa_utils import update_bn
 from tqdm import tqdm
 
 from braintumour import files
+from braintumour.checkpoints import CheckpointError, read_checkpoint
+from braintumour.config import CLASSES
+from braintumour.device import autocast, choose_device, cpu_native_bf16, describe, model_device
+from braintumour.device import native_bf16 as native_bf16_on
 from braintumour.evaluate import predict_proba
 from braintumour.models import build_model
+from braintumour.profiles import profile_precision
+from braintumour.randomise import Randomise
 from braintumour.splits import source_balance
 from braintumour.transforms import Augment, to_input
 
@@ -36,6 +41,7 @@ from braintumour.transforms import Augment, to_input
 # batch-normalised networks (ours, VGG-16-BN, ResNet-50) and the tiny LeNet-5 train at 3e-3 from
 # scratch; AlexNet has no normalisation layers and gets 5e-4, the usual Adam rate for such nets.
 PEAK_LR: dict[str, float] = {"alexnet": 5e-4}
+PARTIAL_LABEL = len(CLASSES)  # the label of an image known to hold a tumour of unknown type (Br35H `yes`)
 
 
 @dataclass
@@ -54,20 +60,20 @@ class TrainConfig:
     augment: dict = field(default_factory=dict)  # overrides of transforms.Augment's defaults
     seed: int = 0
     threads: int = 0  # 0: leave torch's default
-    # Wall-clock cap for the whole run (training steps + per-epoch validation), for "the same CPU
-    # time for every model". The number of optimiser steps is planned once from a timed probe, so
-    # the one-cycle schedule still runs to its end; at most `epochs` epochs either way.
-    time_budget_s: float | None = None
+    # Optimiser steps the run takes at most (None: `epochs` full epochs). A run's length is fixed in
+    # steps or epochs, never by a clock, so the same profile trains the same steps on any machine; the
+    # one-cycle schedule is laid out over these steps and runs to its end.
+    max_steps: int | None = None
     # Weight of the mask-alignment term (models with `logits_and_maps`, Training images with an
     # expert mask): `mask_alignment_loss`, the true class's map against the mask. None: plain loss.
     mask_weight: float | None = None
     # Power of `splits.source_balance`: per-image loss multipliers, within each class, that boost
     # the source groups (`splits.source_groups`) the class has few images of. None: class weights only.
     source_balance: float | None = None
-    # "bf16": the forward pass and the loss run under CPU autocast to bfloat16, while weights, optimiser
-    # state and every evaluation stay float32 (mixed precision, Micikevicius et al., 2018). On a CPU
-    # with AVX-512 BF16 (this project's 2-core EPYC) oneDNN's bf16 convolutions make a training step
-    # about twice as fast; without it they are emulated and slower. None: float32 throughout.
+    # "bf16": the forward pass and the loss run under autocast to bfloat16, while weights, optimiser state
+    # and every evaluation stay float32 (mixed precision, Micikevicius et al., 2018). None: float32
+    # throughout. Profiles say "auto" and `device.choose_precision` resolves it to what the device runs
+    # natively, so the resolved value is what a run key holds.
     precision: str | None = None
     # mixup (Zhang et al., 2018): each augmented batch is blended with a shuffled copy of itself, the
     # blend weight drawn from Beta(alpha, alpha), and the loss blended with the same weight. None: off.
@@ -83,6 +89,16 @@ class TrainConfig:
     # `baseline_config`). A step after training, so not part of the run key: a finished run is not
     # retrained for it. None: the statistics as trained.
     reestimate_bn: bool | None = None
+    # Acquisition and contrast randomisation (`randomise.Randomise`'s fields overridden; {} its
+    # defaults) applied to each uint8 batch before `augment`. None: off.
+    randomise: dict | None = None
+    # Weight of the partial-label term: images labelled `PARTIAL_LABEL` (a tumour of unknown type) add
+    # -log P(any tumour class), which moves probability off *notumor* and leaves the split between the
+    # three tumour classes free. None: every label is one of the four classes.
+    partial_label_weight: float | None = None
+    # Where to train: None for `device.choose_device()` ($BRAINTUMOUR_DEVICE, else CUDA, MPS, CPU), or
+    # a profile's `device`. Not part of the run key: a finished run is reused on any device.
+    device: str | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -91,27 +107,31 @@ class TrainConfig:
 def custom_cnn_config(params: dict, seed: int, class_weighting: str = "inverse", **overrides) -> TrainConfig:
     """The custom CNN's training recipe from a profile's parameters (`profiles.get_profile`), with
     `TrainConfig` fields overridden: notebook 03 and `benchmarks/screen_recipe.py` build it here, so a
-    screened recipe and the notebook's share one run cache key; notebooks 06 (patient folds, a time
-    budget) and 07 (the mask-guided model) too, so every custom-CNN run trains with the same recipe."""
+    screened recipe and the notebook's share one run cache key; notebooks 06 (patient folds, a fixed
+    number of steps) and 07 (the mask-guided model) too, so every custom-CNN run trains with the same recipe."""
     return TrainConfig(**{"model": "custom_cnn", "model_kwargs": {"width": params["width"]},
                           "image_size": params["image_size"], "epochs": params["epochs"],
                           "batch_size": params["batch_size"], "patience": params["patience"],
                           "weight_decay": params["weight_decay"],
-                          "class_weighting": class_weighting, "precision": params["precision"], "seed": seed,
-                          "reestimate_bn": params["reestimate_bn"], **overrides})
+                          "class_weighting": class_weighting, "precision": profile_precision(params),
+                          "seed": seed, "reestimate_bn": params["reestimate_bn"], "device": params["device"],
+                          **overrides})
 
 
-def baseline_config(params: dict, model: str, seed: int, time_budget_s: float | None = None) -> TrainConfig:
+def baseline_config(params: dict, model: str, seed: int, max_steps: int | None = None,
+                    pretrained: bool = False) -> TrainConfig:
     """A baseline's training recipe (LeNet-5, AlexNet, VGG-16-BN, ResNet-50) from a profile's parameters:
     the custom CNN's optimiser, schedule, weight decay, precision and class weights, only the peak
     learning rate per architecture (`PEAK_LR`), and no width. Notebooks 04 and 06 build it here, so a
     baseline trains with one recipe wherever it appears. BatchNorm statistics stay as trained
     (`reestimate_bn` off): re-estimated, ResNet-50 fell from 88.02% to 82.38% on Testing and VGG-16 from
     43.86% to 43.63% (notebook 04 at b32e20e), so the step is the custom CNN's, not the protocol's."""
-    return TrainConfig(model=model, image_size=params["image_size"], epochs=params["epochs"],
+    return TrainConfig(model=model, model_kwargs={"pretrained": True} if pretrained else {},
+                       image_size=params["image_size"], epochs=params["epochs"],
                        batch_size=params["batch_size"], patience=params["patience"], class_weighting="inverse",
                        lr=PEAK_LR.get(model, TrainConfig.lr), weight_decay=params["weight_decay"], seed=seed,
-                       time_budget_s=time_budget_s, precision=params["precision"])
+                       max_steps=max_steps, precision=profile_precision(params), device=params["device"])
+
 
 
 def reestimate_batchnorm(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64) -> torch.nn.Module:
@@ -119,21 +139,23 @@ def reestimate_batchnorm(model: torch.nn.Module, images: np.ndarray, batch_size:
     (uint8 (N, H, W), preprocessed as at inference, no augmentation), with torch's
     `swa_utils.update_bn`; the weights are untouched. Returns `model`, changed in place, in eval mode.
     A model without BatchNorm (LeNet-5, AlexNet) is returned as it was."""
-    x = torch.from_numpy(images)
-    batches = (to_input(x[i : i + batch_size]).contiguous(memory_format=torch.channels_last)
+    x, device = torch.from_numpy(images), model_device(model)
+    batches = (to_input(x[i : i + batch_size]).to(device).contiguous(memory_format=torch.channels_last)
                for i in range(0, len(x), batch_size))
     with torch.no_grad():
-        update_bn(batches, model)
+        update_bn(batches, model, device=device)
     return model.eval()
 
 
 def native_bf16() -> bool:
     """Whether oneDNN runs bfloat16 natively on this CPU (AVX-512 BF16 or AMX); without it autocast
     to bfloat16 is emulated and makes training several times slower, not faster."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return cpu_native_bf16()
 
 
 def seed_everything(seed: int) -> torch.Generator:
+    # cuBLAS is deterministic only with a fixed workspace (torch's reproducibility notes); harmless elsewhere.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -171,17 +193,17 @@ def train(
     run_dir = Path(run_dir)
     if cfg.precision not in (None, "bf16"):
         raise ValueError(f"precision={cfg.precision!r}: use None (float32) or 'bf16'")
-    if cfg.precision == "bf16" and not native_bf16():
-        warnings.warn("precision='bf16' on a CPU without native bfloat16: training will be several times "
-                      "slower than in float32 (set precision=None, or the profile's `precision`, to avoid it)",
-                      stacklevel=2)
+    device = choose_device(cfg.device)
+    if cfg.precision == "bf16" and not native_bf16_on(device):
+        warnings.warn(f"precision='bf16' on a {device.type} without native bfloat16: training will be several "
+                      "times slower than in float32 (a profile's precision 'auto' avoids it)", stacklevel=2)
     if cfg.mixup_alpha and (cfg.mask_weight or cfg.source_balance is not None):
         raise ValueError("mixup_alpha cannot be combined with mask_weight or source_balance: a blended image "
                          "has no single mask or source group")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     gen = seed_everything(cfg.seed)
-    model = build_model(cfg.model, **cfg.model_kwargs).to(memory_format=torch.channels_last)
+    model = build_model(cfg.model, **cfg.model_kwargs).to(device, memory_format=torch.channels_last)
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]  # no weight decay on BN and biases
     opt = torch.optim.AdamW(
@@ -189,7 +211,8 @@ def train(
     )
     steps_per_epoch = len(train_idx) // cfg.batch_size  # drop the last partial batch: BN needs >1
     augment = Augment(**cfg.augment)
-    class_w = torch.as_tensor(weights, dtype=torch.float32)
+    randomiser = None if cfg.randomise is None else Randomise(**cfg.randomise)
+    class_w = torch.as_tensor(weights, dtype=torch.float32, device=device)
     x_all = torch.from_numpy(images)
     y_all = torch.from_numpy(labels.astype(np.int64))
     if cfg.mask_weight:
@@ -205,24 +228,17 @@ def train(
         sample_w = torch.from_numpy(source_balance(labels[train_idx], train_groups, cfg.source_balance)).float()
 
     last = run_dir / "last.pt"
-    ckpt = torch.load(last, map_location="cpu", weights_only=False) if last.is_file() else None
+    ckpt = read_checkpoint(last) if last.is_file() else None
     if ckpt is not None and ckpt["config"] == cfg.to_dict():
         state = ckpt["state"]
     else:
         ckpt = None
-        total_steps, plan = cfg.epochs * steps_per_epoch, None
-        if cfg.time_budget_s is not None:
-            first = train_idx[: cfg.batch_size]
-            probe_masks = masks_t[: cfg.batch_size] if cfg.mask_weight else None
-            plan = plan_steps(model, cfg, x_all[first], y_all[first], len(val_idx), steps_per_epoch,
-                              masks=probe_masks, class_weights=class_w,
-                              sample_weights=None if sample_w is None else sample_w[: cfg.batch_size])
-            total_steps = min(total_steps, plan["steps"])
+        total_steps = planned_steps(cfg, steps_per_epoch)
         state = {"epoch": 0, "best_f1": -1.0, "bad_epochs": 0, "history": [], "total_steps": total_steps}
         files.write_json(run_dir / "plan.json", {"total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
-                                                 "time_budget_s": cfg.time_budget_s, "probe": plan})
+                                                 "max_steps": cfg.max_steps, "device": describe(device, cfg.precision)})
     total_steps = state["total_steps"]
-    n_epochs = -(-total_steps // steps_per_epoch)  # the last epoch may be partial under a time budget
+    n_epochs = -(-total_steps // steps_per_epoch)  # the last epoch may be partial under max_steps
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=cfg.warmup_fraction
     )
@@ -232,6 +248,8 @@ def train(
         sched.load_state_dict(ckpt["scheduler"])
         gen.set_state(ckpt["generator"])
         torch.set_rng_state(ckpt["torch_rng"])
+        if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
 
     while state["epoch"] < n_epochs and state["bad_epochs"] < cfg.patience:
         epoch = state["epoch"]
@@ -253,7 +271,7 @@ def train(
             idx = order[batch]
             pos = perm[batch]
             loss = batch_loss(model, cfg, augment, x_all[idx], y_all[idx], masks_t[pos] if cfg.mask_weight else None,
-                              class_w, gen, None if sample_w is None else sample_w[pos])
+                              class_w, gen, None if sample_w is None else sample_w[pos], randomiser)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -300,6 +318,7 @@ def train(
                     "scheduler": sched.state_dict(),
                     "generator": gen.get_state(),
                     "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                     "state": state,
                 },
                 tmp,
@@ -317,7 +336,7 @@ def train(
         if stop_after_epochs is not None and state["epoch"] >= stop_after_epochs:
             break
 
-    best, _ = load_checkpoint(run_dir / "best.pt")
+    best, _ = load_checkpoint(run_dir / "best.pt", device)
     return best, pd.DataFrame(state["history"])
 
 
@@ -331,22 +350,34 @@ def batch_loss(
     class_weights: torch.Tensor,
     gen: torch.Generator,
     sample_weights: torch.Tensor | None = None,
+    randomiser: Randomise | None = None,
 ) -> torch.Tensor:
     """The training loss of one uint8 batch: augment it (masks warped with their images), class-weighted
     cross-entropy, plus `cfg.mask_weight` times the mask-alignment term on the images that have a mask.
     `sample_weights` multiply each image's class weight (`cfg.source_balance`); the loss stays a
     weighted mean, normalised by the batch's total weight as PyTorch's class-weighted mean is.
     With `cfg.mixup_alpha` the augmented batch is blended with a permutation of itself, and the loss too.
-    One function for the training loop and the budget probe, so the probe times the real step."""
+    One function for the training loop and `benchmarks/cpu_precision.py`, so the benchmark times the real step."""
+    if randomiser is not None:
+        images = randomiser(images, gen)
     x, m = augment.with_masks(images, masks if cfg.mask_weight else None, gen)
     if cfg.mixup_alpha:
         lam, partner = mixup_pairs(len(x), cfg.mixup_alpha, gen)
         x = lam * x + (1 - lam) * x[partner]
-    x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+    # Augmentation draws from the host generator (its state is in the checkpoint); the batch moves after it.
+    device = model_device(model)
+    x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    targets, m = targets.to(device), None if m is None else m.to(device)
+    sample_weights = None if sample_weights is None else sample_weights.to(device)
+    if cfg.mixup_alpha:
+        partner = partner.to(device)
+    with autocast(device, cfg.precision):
         logits, maps = model.logits_and_maps(x) if cfg.mask_weight else (model(x), None)
     logits = logits.float()
     maps = None if maps is None else maps.float()
+
+    if cfg.partial_label_weight is not None:
+        return partial_label_loss(logits, targets, class_weights, cfg)
 
     def cross_entropy(t: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         return F.cross_entropy(logits, t, weight=class_weights, label_smoothing=cfg.label_smoothing,
@@ -363,6 +394,25 @@ def batch_loss(
         has = masks.flatten(1).amax(1) > 0  # images without a mask train as before
         if has.any():
             loss = loss + cfg.mask_weight * mask_alignment_loss(maps[has], m[has], targets[has]).mean()
+    return loss
+
+
+def partial_label_loss(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor,
+                       cfg: TrainConfig) -> torch.Tensor:
+    """The class-weighted cross-entropy on the images with one of the four labels, plus
+    `cfg.partial_label_weight` times the mean of -log P(tumour) = logsumexp(all logits) -
+    logsumexp(tumour logits) on the images labelled `PARTIAL_LABEL`: a partial label (the answer is
+    one of a set of classes; Cour et al., 2011) that moves probability off *notumor* and leaves the
+    split between glioma, meningioma and pituitary to the labelled images."""
+    partial = targets == PARTIAL_LABEL
+    loss = logits.new_zeros(())
+    if (~partial).any():
+        loss = F.cross_entropy(logits[~partial], targets[~partial], weight=class_weights,
+                               label_smoothing=cfg.label_smoothing)
+    if partial.any():
+        tumour = [i for i in range(logits.shape[1]) if i != CLASSES.index("notumor")]
+        z = logits[partial]
+        loss = loss + cfg.partial_label_weight * (z.logsumexp(1) - z[:, tumour].logsumexp(1)).mean()
     return loss
 
 
@@ -409,53 +459,11 @@ def tumour_coverage(masks: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor
     return cover / cover.flatten(1).amax(1).clamp_min(1e-6)[:, None, None]
 
 
-def plan_steps(
-    model: torch.nn.Module,
-    cfg: TrainConfig,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    n_val: int,
-    steps_per_epoch: int,
-    *,
-    masks: torch.Tensor | None = None,
-    class_weights: torch.Tensor | None = None,
-    sample_weights: torch.Tensor | None = None,
-) -> dict[str, float]:
-    """How many optimiser steps fit in `cfg.time_budget_s`, from timing a few real training steps
-    (`batch_loss` on the uint8 batch `x` with its `masks`: augmentation, mask term and all) on a copy
-    of the model. The real model, optimiser and random streams are left untouched, so the run stays
-    deterministic given the plan. Validation after each epoch is charged to the budget too."""
-    rng = torch.get_rng_state()
-    probe = copy.deepcopy(model)
-    augment, gen = Augment(**cfg.augment), torch.Generator().manual_seed(cfg.seed)
-    step_s = step_seconds(probe, lambda m: batch_loss(m, cfg, augment, x, y, masks, class_weights, gen,
-                                                      sample_weights), cfg.lr)
-    probe.eval()
-    x_val = to_input(x).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        t = time.perf_counter()
-        probe(x_val)
-        val_s = (time.perf_counter() - t) * n_val / len(x)
-    torch.set_rng_state(rng)
-    per_step = step_s + val_s / steps_per_epoch
-    return {"steps": max(1, int(cfg.time_budget_s / per_step)), "step_seconds": step_s, "val_seconds": val_s}
-
-
-def step_seconds(model: torch.nn.Module, loss_of: Callable[[torch.nn.Module], torch.Tensor], lr: float,
-                 repeats: int = 3) -> float:
-    """Median seconds of one AdamW training step on the loss `loss_of(model)`, changing `model`'s
-    weights (time a copy). The first step pays for oneDNN's kernel choice and is not counted."""
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    times = []
-    for _ in range(repeats + 1):
-        t = time.perf_counter()
-        loss = loss_of(model)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times[1:]))
+def planned_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """The optimiser steps a run takes: `cfg.epochs` full epochs, or `cfg.max_steps` if fewer. A
+    function of the config and the data alone, never of how fast this machine is."""
+    total = cfg.epochs * steps_per_epoch
+    return total if cfg.max_steps is None else max(1, min(total, cfg.max_steps))
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: TrainConfig, extra: dict | None = None) -> Path:
@@ -464,23 +472,25 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: TrainConfig, 
     return files.write_with(path, lambda tmp: torch.save(payload, tmp))
 
 
-class CheckpointError(ValueError):
-    """A model file is missing, unreadable, or does not match its architecture."""
-
-
-def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    """Rebuild the model a checkpoint was trained as and load its weights (eval mode)."""
+def load_checkpoint(path: str | Path, device: torch.device | None = None) -> tuple[torch.nn.Module, dict]:
+    """Rebuild the model a checkpoint was trained as and load its weights (eval mode), on `device`
+    (default `device.choose_device()`): evaluation, CAMs and ROAD then run where the model is."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
             f"{path}: model file not found (train one with `make reproduce`, "
             "or use the committed reports/models/custom_cnn.pt)"
         )
+    payload = read_checkpoint(path)  # weights_only: no code from the file runs
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
         cfg = payload["config"]
+        size = cfg.get("image_size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 8:
+            raise ValueError(f"its config has no usable image_size (got {size!r})")
         model = build_model(cfg["model"], **cfg.get("model_kwargs", {}))
         model.load_state_dict(payload["model"])
-    except (RuntimeError, KeyError, TypeError, EOFError, ValueError, OSError, pickle.UnpicklingError) as e:
+    except KeyError as e:
+        raise CheckpointError(f"{path}: not a usable model checkpoint (no {e} entry)") from e
+    except (RuntimeError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{path}: not a usable model checkpoint ({str(e).splitlines()[0]})") from e
-    return model.eval(), payload
+    return model.to(device or choose_device()).eval(), payload

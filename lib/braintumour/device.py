@@ -1,0 +1,111 @@
+"""Where tensors run and in which precision: decided here, once, for training, BatchNorm
+re-estimation, evaluation, CAMs, ROAD and `predict`.
+
+Device: `$BRAINTUMOUR_DEVICE` if set, else the profile's `device`, else the first of CUDA, Apple
+MPS and the CPU that this machine has. Precision: bfloat16 autocast where the device runs it
+natively (CUDA GPUs that support it, CPUs with AVX-512 BF16 or AMX), float32 elsewhere. On a CPU
+without native bfloat16 autocast is emulated and a training step is about 11x slower, so "auto"
+never picks it there; a profile or config that asks for "bf16" explicitly still gets it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+
+import torch
+
+DEVICE_ENV = "BRAINTUMOUR_DEVICE"
+PRECISIONS = ("auto", "bf16", "float32")
+
+
+class DeviceUnavailable(RuntimeError):
+    """A device was asked for that this machine does not have."""
+
+
+def choose_device(requested: str | None = None) -> torch.device:
+    """The device to compute on: `$BRAINTUMOUR_DEVICE`, then `requested` (a profile's `device`),
+    then "auto" (CUDA, then MPS, then CPU)."""
+    name = os.environ.get(DEVICE_ENV) or requested or "auto"
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise DeviceUnavailable(f"device {name!r} is not a torch device ({e}); use auto, cpu, cuda or mps") from e
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, False):
+        raise DeviceUnavailable(f"device {name!r} was asked for (${DEVICE_ENV} or the profile) but this machine "
+                                "has none; unset it or use auto")
+    return device
+
+
+def cpu_native_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 natively on this CPU (AVX-512 BF16 or AMX)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def native_bf16(device: torch.device | None = None) -> bool:
+    """Whether `device` (default: the CPU) computes bfloat16 natively rather than emulating it."""
+    device = device or torch.device("cpu")
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        return cpu_native_bf16()
+    return False  # MPS: float32, the precision every Apple GPU and torch release handles alike
+
+
+def choose_precision(device: torch.device, requested: str | None = "auto") -> str | None:
+    """`TrainConfig.precision` for `device`: "bf16" (autocast to bfloat16) or None (float32).
+    "auto" picks bf16 only where the device runs it natively."""
+    if requested not in PRECISIONS and requested is not None:
+        raise ValueError(f"precision {requested!r}: use one of {', '.join(PRECISIONS)}")
+    if requested == "auto":
+        return "bf16" if native_bf16(device) else None
+    return "bf16" if requested == "bf16" else None
+
+
+def autocast(device: torch.device, precision: str | None) -> contextlib.AbstractContextManager:
+    """Autocast to bfloat16 on `device` when `precision` is "bf16", otherwise nothing."""
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device a model's weights are on (the CPU for a model without parameters)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def device_name(device: torch.device) -> str:
+    """A human-readable name of the hardware behind `device`."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return f"Apple GPU ({platform.machine()})"
+    return _cpu_model() or platform.processor() or platform.machine()
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return ""
+
+
+def describe(device: torch.device, precision: str | None) -> dict:
+    """What a metrics file records about where its numbers were computed."""
+    return {
+        "device": device.type,
+        "device_name": device_name(device),
+        "precision": "bfloat16" if precision == "bf16" else "float32",
+        "native_bf16": native_bf16(device),
+        "threads": torch.get_num_threads(),
+    }
+
