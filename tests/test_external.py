@@ -7,6 +7,7 @@ import torch
 
 from braintumour import audit, data, external
 from braintumour.config import CLASSES
+from braintumour.folds import AUDIT_IMAGE_SIZE
 from braintumour.randomise import Randomise
 from braintumour.train import PARTIAL_LABEL, TrainConfig, partial_label_loss
 
@@ -36,12 +37,12 @@ def test_the_audit_finds_kaggle_files_and_copies_and_the_parts_never_share_a_clu
     rows = np.r_[np.flatnonzero(br35h.manifest.class_name == "no")[:40],
                  np.flatnonzero(br35h.manifest.class_name == "yes")[:200]]
     sample = data.Dataset(br35h.root, br35h.manifest.iloc[rows].reset_index(drop=True), "sample")
-    notumor = np.flatnonzero(dataset.manifest.class_name.isin(["notumor", "meningioma", "glioma"]))
-    kaggle = data.Dataset(dataset.root, dataset.manifest.iloc[notumor].reset_index(drop=True), "kaggle")
-    size = 64
-    hash_of = lambda ds: audit.perceptual_hashes(np.stack([data.load_image(ds.root / p, size)  # noqa: E731
-                                                           for p in ds.manifest.path]))
-    frame = external.audit_against_kaggle(sample, hash_of(sample), kaggle, hash_of(kaggle))
+    rows_k = np.flatnonzero(dataset.manifest.class_name.isin(["notumor", "meningioma", "glioma"]))
+    kaggle = data.Dataset(dataset.root, dataset.manifest.iloc[rows_k].reset_index(drop=True), "kaggle")
+    kaggle_hashes = audit.perceptual_hashes(data.load_images(dataset, AUDIT_IMAGE_SIZE)[rows_k])  # cached
+    sample_hashes = audit.perceptual_hashes(np.stack([data.load_image(sample.root / p, AUDIT_IMAGE_SIZE)
+                                                      for p in sample.manifest.path]))
+    frame = external.audit_against_kaggle(sample, sample_hashes, kaggle, kaggle_hashes)
     by_sha = set(kaggle.manifest.sha256)
     assert frame.kaggle_file.tolist() == sample.manifest.sha256.isin(by_sha).tolist()
     assert (frame.near_kaggle >= frame.kaggle_file).all() and (frame.kaggle_distance[frame.kaggle_file] == 0).all()

@@ -173,3 +173,18 @@ def test_failing_notebook_is_named_and_kept_apart(tmp_path):
     assert "99_fails.ipynb failed in cell" in result.stderr and "boom in cell two" in result.stderr
     assert good.read_text() == "previous good run"  # never overwritten by a failed run
     assert (reports / "executed" / "99_fails.FAILED.ipynb").is_file()
+
+
+def test_notebook_parameters_from_the_command_line_reach_the_parameters_cell(tmp_path):
+    nb = new_notebook(cells=[new_code_cell("profile = 'cpu'\nseeds = None", metadata={"tags": ["parameters"]}),
+                             new_code_cell("assert profile == 'smoke' and seeds == [0, 2], (profile, seeds)")])
+    nb.metadata["kernelspec"] = {"name": "braintumour", "display_name": "braintumour", "language": "python"}
+    path = tmp_path / "98_params.ipynb"
+    nbformat.write(nb, path)
+    reports = tmp_path / "reports"
+    result = _run(["notebook", str(path), "--profile", "smoke", "--reports", str(reports), "--param", "seeds=[0, 2]"],
+                  timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (reports / "executed" / "98_params.ipynb").is_file()
+    bad = _run(["notebook", str(path), "--param", "seeds=[0,"], timeout=60)
+    assert bad.returncode == 2 and "not JSON" in bad.stderr

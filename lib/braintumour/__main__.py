@@ -39,6 +39,19 @@ def _notebook_file(text: str) -> str:
     return text
 
 
+def _parameter(text: str) -> tuple[str, object]:
+    """NAME=JSON for `notebook --param`: a bad one is an argument error (exit status 2)."""
+    import json
+
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=JSON, e.g. 'seeds=[0]'")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: the value is not JSON ({e.msg})") from e
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from braintumour import br35h, figshare
     from braintumour.download import fetch
@@ -86,6 +99,7 @@ def _cmd_notebook(args: argparse.Namespace) -> int:
                 args.profile,
                 Path(args.reports) if args.reports else None,
                 position=f"[{position}, {time.time() - t0:.0f} s elapsed]",
+                parameters=dict(args.param),
             )
         except NotebookFailed as e:
             print(f"ERROR: {e}", file=sys.stderr)
@@ -137,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "full"])
     p.add_argument("--position", default="", help="shown in the progress line, e.g. 3/7")
     p.add_argument("--reports", default="", help="output folder (default: reports/, or $BRAINTUMOUR_REPORTS)")
+    p.add_argument("--param", action="append", default=[], type=_parameter, metavar="NAME=JSON",
+                   help="a parameter of the notebook's parameters cell, e.g. --param 'seeds=[0]' (repeatable)")
     p.set_defaults(func=_cmd_notebook)
 
     p = sub.add_parser("predict", help="classify new slices (files or folders), with a Grad-CAM overlay each")

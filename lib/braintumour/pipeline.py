@@ -39,8 +39,10 @@ def _failing_cell(nb_path: Path) -> str:
     return "unknown cell"
 
 
-def execute(notebook: str | Path, profile: str, reports: Path | None = None, position: str = "") -> Path:
-    """Execute `notebook` with `profile` into `<reports>/executed/`, then export HTML."""
+def execute(notebook: str | Path, profile: str, reports: Path | None = None, position: str = "",
+            parameters: dict | None = None) -> Path:
+    """Execute `notebook` with `profile` (and any other `parameters` of its parameters cell) into
+    `<reports>/executed/`, then export HTML and PDF."""
     notebook = Path(notebook)
     reports = Path(reports) if reports else reports_dir()
     out = reports / "executed" / notebook.name
@@ -56,7 +58,7 @@ def execute(notebook: str | Path, profile: str, reports: Path | None = None, pos
                 pm.execute_notebook(
                     str(notebook),
                     str(tmp),
-                    parameters={"profile": profile},
+                    parameters={"profile": profile, **(parameters or {})},
                     kernel_name=KERNEL_NAME,
                     cwd=str(notebook.parent.resolve()),
                     progress_bar=True,

@@ -399,21 +399,24 @@ def batch_loss(
 
 def partial_label_loss(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor,
                        cfg: TrainConfig) -> torch.Tensor:
-    """The class-weighted cross-entropy on the images with one of the four labels, plus
-    `cfg.partial_label_weight` times the mean of -log P(tumour) = logsumexp(all logits) -
-    logsumexp(tumour logits) on the images labelled `PARTIAL_LABEL`: a partial label (the answer is
-    one of a set of classes; Cour et al., 2011) that moves probability off *notumor* and leaves the
-    split between glioma, meningioma and pituitary to the labelled images."""
+    """A weighted mean over the batch's images: the class-weighted cross-entropy of each image with
+    one of the four labels (weight: its class's), and -log P(tumour) = logsumexp(all logits) -
+    logsumexp(tumour logits) of each image labelled `PARTIAL_LABEL` (weight `cfg.partial_label_weight`).
+    A partial label (the answer is one of a set of classes; Cour et al., 2011): it moves probability
+    off *notumor* and leaves the split between glioma, meningioma and pituitary to the labelled
+    images. Per image, not per term: as a second mean of its own, the few partial images of a batch
+    weighed as much as all the labelled ones, and validation accuracy fell (docs/experiments.md)."""
     partial = targets == PARTIAL_LABEL
-    loss = logits.new_zeros(())
-    if (~partial).any():
-        loss = F.cross_entropy(logits[~partial], targets[~partial], weight=class_weights,
-                               label_smoothing=cfg.label_smoothing)
+    known = targets[~partial]
+    total = F.cross_entropy(logits[~partial], known, weight=class_weights, label_smoothing=cfg.label_smoothing,
+                            reduction="sum") if len(known) else logits.new_zeros(())
+    weight = class_weights[known].sum()
     if partial.any():
         tumour = [i for i in range(logits.shape[1]) if i != CLASSES.index("notumor")]
         z = logits[partial]
-        loss = loss + cfg.partial_label_weight * (z.logsumexp(1) - z[:, tumour].logsumexp(1)).mean()
-    return loss
+        total = total + cfg.partial_label_weight * (z.logsumexp(1) - z[:, tumour].logsumexp(1)).sum()
+        weight = weight + cfg.partial_label_weight * int(partial.sum())
+    return total / weight
 
 
 def mixup_pairs(n: int, alpha: float, gen: torch.Generator) -> tuple[float, torch.Tensor]:
