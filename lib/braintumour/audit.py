@@ -131,13 +131,20 @@ def shortcut_features(manifest: pd.DataFrame, images: np.ndarray) -> pd.DataFram
     return pd.concat([feats, modes], axis=1)
 
 
+def shortcut_forest(manifest: pd.DataFrame, images: np.ndarray, seed: int = 0) -> RandomForestClassifier:
+    """The random forest on `shortcut_features`, fit on the Training rows (also applied to other
+    collections' images, notebook 08)."""
+    train = (manifest.split == "Training").to_numpy()
+    forest = RandomForestClassifier(n_estimators=300, min_samples_leaf=2, random_state=seed, n_jobs=-1)
+    return forest.fit(shortcut_features(manifest, images)[train], manifest.label.to_numpy()[train])
+
+
 def shortcut_classifier(manifest: pd.DataFrame, images: np.ndarray, seed: int = 0) -> dict:
     """Random forest on `shortcut_features`, fit on Training, scored on Testing, next to chance."""
     x = shortcut_features(manifest, images)
     train = (manifest.split == "Training").to_numpy()
     y = manifest.label.to_numpy()
-    forest = RandomForestClassifier(n_estimators=300, min_samples_leaf=2, random_state=seed, n_jobs=-1)
-    forest.fit(x[train], y[train])
+    forest = shortcut_forest(manifest, images, seed)
     pred = forest.predict(x[~train])
     majority = np.bincount(y[train]).argmax()
     return {

@@ -223,17 +223,6 @@ def t2_like(image: np.ndarray) -> bool:
     return bool(np.percentile(values, 80) > T2_BRIGHT_RATIO * max(float(np.median(values)), 1.0))
 
 
-def shortcut_forest(kaggle: data.Dataset, images: np.ndarray, seed: int = 0):
-    """Notebook 01's metadata classifier (`audit.shortcut_features`: size, mode, global intensity),
-    fit on Kaggle Training, to apply to other images."""
-    from sklearn.ensemble import RandomForestClassifier
-
-    train = (kaggle.manifest.split == "Training").to_numpy()
-    x = audit.shortcut_features(kaggle.manifest, images)
-    forest = RandomForestClassifier(n_estimators=300, min_samples_leaf=2, random_state=seed, n_jobs=-1)
-    return forest.fit(x[train], kaggle.manifest.label.to_numpy()[train])
-
-
 def describe_images(manifest: pd.DataFrame, images: np.ndarray, forest) -> pd.DataFrame:
     """Per image: the contrast indicator, whether it is 512 x 512, its PIL mode and file format, and
     the class the Kaggle metadata classifier gives it (its "source style")."""
