@@ -78,7 +78,8 @@ UPSTREAM_05_gradcam := 00_data 03_custom_cnn 04_baselines
 UPSTREAM_06_patient_folds := 00_data 01_eda
 UPSTREAM_07_mask_guided := 00_data 01_eda 03_custom_cnn 05_gradcam 06_patient_folds
 UPSTREAM_08_external := 00_data 01_eda 03_custom_cnn 04_baselines 05_gradcam 07_mask_guided
-UPSTREAM_09_results := $(filter-out 09_results,$(basename $(notdir $(NOTEBOOKS))))
+UPSTREAM_09_calibration := 00_data 01_eda 03_custom_cnn 04_baselines 07_mask_guided 08_external
+UPSTREAM_10_results := $(filter-out 10_results,$(basename $(notdir $(NOTEBOOKS))))
 upstream = $(foreach u,$(UPSTREAM_$(1)),$(filter $(REPORTS)/executed/$(u).ipynb,$(EXECUTED)))
 define notebook_rule
 $(REPORTS)/executed/$(1).ipynb: notebooks/$(1).ipynb $(LIB) $(FINGERPRINT) $(call upstream,$(1)) | $(STAMP)
@@ -91,7 +92,7 @@ $(foreach nb,$(NOTEBOOKS),$(eval $(call notebook_rule,$(basename $(notdir $(nb))
 reproduce: $(STAMP) pdf-tools
 	@rm -f $(RAN)
 	@$(MAKE) --no-print-directory $(EXECUTED)
-	@if [ -f $(REPORTS)/pdf/09_results.pdf ]; then cp $(REPORTS)/pdf/09_results.pdf $(REPORTS)/report.pdf; fi
+	@if [ -f $(REPORTS)/pdf/10_results.pdf ]; then cp $(REPORTS)/pdf/10_results.pdf $(REPORTS)/report.pdf; fi
 	@if [ "$(PROFILE)" = cpu ]; then $(MAKE) --no-print-directory readme-results; fi
 	@if [ -f $(RAN) ]; then echo "==> reproduce ($(PROFILE)) finished: $$(wc -l < $(RAN)) notebook(s) re-executed into $(REPORTS)/"; \
 	else echo "==> nothing to do: every notebook in $(REPORTS)/ is up to date with its source, the library and the data (make clean-reports forces a rerun)"; fi

@@ -34,10 +34,11 @@ from screen_recipe import RecipeData, load_recipe_data, override
 from sklearn.metrics import f1_score
 
 from braintumour import config, evaluate, splits
-from braintumour.checkpoints import read_checkpoint
+from braintumour.checkpoints import read_checkpoint, reestimate_batchnorm
 from braintumour.models import build_model
 from braintumour.profiles import get_profile
-from braintumour.train import custom_cnn_config, reestimate_batchnorm, train
+from braintumour.recipes import custom_cnn_config
+from braintumour.train import train
 
 
 def replay(p: dict, seed: int, overrides: dict, from_epoch: int, out: Path, d: RecipeData) -> None:

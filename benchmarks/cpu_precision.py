@@ -1,6 +1,6 @@
 """Training-step time per model on this machine's device, float32 vs bfloat16 autocast (`TrainConfig.precision`).
 
-One real training step each (`train.batch_loss`: batch augmentation, channels-last, class-weighted
+One real training step each (`losses.batch_loss`: batch augmentation, channels-last, class-weighted
 loss, AdamW), the median of a few after one untimed step. On `device.choose_device()` (the CPU
 unless $BRAINTUMOUR_DEVICE or a GPU says otherwise). Whether bfloat16 pays depends on the CPU: with
 AVX-512 BF16 (or AMX) oneDNN runs bf16 convolutions natively; on an AVX2-only CPU autocast makes
@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from braintumour.device import choose_device, describe
+from braintumour.losses import batch_loss
 from braintumour.models import build_model
-from braintumour.train import TrainConfig, batch_loss
+from braintumour.recipes import TrainConfig
 from braintumour.transforms import Augment
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from braintumour import data, evaluate, runs, splits
 from braintumour.device import choose_device, describe
 from braintumour.profiles import get_profile, profile_precision
-from braintumour.train import baseline_config, custom_cnn_config
+from braintumour.recipes import baseline_config, custom_cnn_config
 
 
 def main() -> None:

@@ -20,7 +20,8 @@ import json
 from screen_recipe import RecipeData, load_recipe_data, recipe_args
 
 from braintumour import evaluate, runs, splits
-from braintumour.train import custom_cnn_config, reestimate_batchnorm
+from braintumour.checkpoints import reestimate_batchnorm
+from braintumour.recipes import custom_cnn_config
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Screen a change to the custom CNN's training recipe: train it on a few seeds, print Testing numbers.
 
-The recipe is notebook 03's (`train.custom_cnn_config`: the profile's width, image size, epochs, batch
+The recipe is notebook 03's (`recipes.custom_cnn_config`: the profile's width, image size, epochs, batch
 size, patience, precision, inverse class weights) with `TrainConfig` fields overridden as key=JSON.
 Runs go through `runs.train_or_load`, so they are cached in `data/interim/runs/` under the same key
 notebook 03 would use: a recipe that is adopted into the profile is not trained twice. One seed
@@ -23,7 +23,7 @@ import numpy as np
 
 from braintumour import data, evaluate, runs, splits
 from braintumour.profiles import get_profile
-from braintumour.train import TrainConfig, custom_cnn_config
+from braintumour.recipes import TrainConfig, custom_cnn_config
 
 
 def override(text: str) -> tuple[str, object]:

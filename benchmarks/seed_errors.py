@@ -1,6 +1,6 @@
 """Which Testing images each seed of the custom CNN gets wrong, and what averaging the seeds would leave.
 
-Reads notebook 03's runs (`train.custom_cnn_config`, cached in `data/interim/runs/`; a missing one is
+Reads notebook 03's runs (`recipes.custom_cnn_config`, cached in `data/interim/runs/`; a missing one is
 trained) and prints, per seed, its Testing errors; then how many images are wrong in 1, 2, ... seeds,
 and the errors of the seeds' averaged probabilities. Errors that differ between seeds are the seed's
 variance; errors shared by every seed are hard (or mislabelled) images. The seed average is a

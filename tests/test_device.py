@@ -86,7 +86,8 @@ def test_the_cpu_profile_trains_float32_on_an_avx2_cpu_and_bfloat16_where_native
 
 
 def test_training_in_emulated_bfloat16_warns(machine, tiny_run_data, tmp_path):
-    from braintumour.train import TrainConfig, train
+    from braintumour.recipes import TrainConfig
+    from braintumour.train import train
 
     machine(cpu_bf16=False)
     images, labels, split = tiny_run_data
@@ -119,9 +120,11 @@ def tiny_run_data():
 
 @NO_CUDA
 def test_cuda_trains_evaluates_and_explains_on_the_gpu(tiny_run_data, tmp_path):
+    from braintumour.checkpoints import reestimate_batchnorm
     from braintumour.evaluate import predict_proba
     from braintumour.explain import CamExplainer, road_scores
-    from braintumour.train import TrainConfig, reestimate_batchnorm, train
+    from braintumour.recipes import TrainConfig
+    from braintumour.train import train
 
     images, labels, split = tiny_run_data
     cfg = TrainConfig(image_size=32, epochs=2, batch_size=8, precision="bf16", device="cuda")
@@ -140,7 +143,8 @@ def test_cuda_trains_evaluates_and_explains_on_the_gpu(tiny_run_data, tmp_path):
 
 @NO_CUDA
 def test_cuda_resume_continues_as_if_never_stopped(tiny_run_data, tmp_path):
-    from braintumour.train import TrainConfig, train
+    from braintumour.recipes import TrainConfig
+    from braintumour.train import train
 
     images, labels, split = tiny_run_data
     cfg = TrainConfig(image_size=32, epochs=3, batch_size=8, device="cuda")

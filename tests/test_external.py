@@ -8,8 +8,9 @@ import torch
 from braintumour import audit, data, external
 from braintumour.config import CLASSES
 from braintumour.folds import AUDIT_IMAGE_SIZE
+from braintumour.losses import partial_label_loss
 from braintumour.randomise import Randomise
-from braintumour.train import PARTIAL_LABEL, TrainConfig, partial_label_loss
+from braintumour.recipes import PARTIAL_LABEL, TrainConfig
 
 
 @pytest.fixture(scope="module")

@@ -29,10 +29,11 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, 
 
 from braintumour import data, download, files, predict, summary
 from braintumour.__main__ import main
-from braintumour.checkpoints import read_checkpoint
+from braintumour.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
 from braintumour.config import CLASSES, EXPECTED_COUNTS, SPLITS
 from braintumour.models import build_model
-from braintumour.train import CheckpointError, TrainConfig, save_checkpoint, train
+from braintumour.recipes import TrainConfig
+from braintumour.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 COUNT_LINE = re.compile(r"\d+ of \d+ file\(s\) failed")
@@ -239,7 +240,7 @@ def no_inference(monkeypatch):
     """Fails the test if predict classifies anything: output paths are checked first."""
     def refuse(*a, **k):
         raise AssertionError("inference ran before the output paths were checked")
-    monkeypatch.setattr(predict, "predict_proba", refuse)
+    monkeypatch.setattr(predict, "predict_logits", refuse)
 
 
 def test_output_paths_are_checked_before_inference(model_file, real_image, tmp_path, read_only_dir, capsys,

@@ -8,8 +8,10 @@ import torch.nn.functional as F
 
 from braintumour import audit, data, folds
 from braintumour.explain import CamExplainer
+from braintumour.losses import mask_alignment_loss, tumour_coverage
 from braintumour.models import build_model, target_layer
-from braintumour.train import TrainConfig, mask_alignment_loss, train, tumour_coverage
+from braintumour.recipes import TrainConfig
+from braintumour.train import train
 from braintumour.transforms import Augment
 
 
@@ -80,7 +82,7 @@ def test_mask_alignment_loss_asks_for_evidence_on_a_small_tumour():
 
 
 def test_the_guided_training_step_adds_the_mask_term_for_images_with_a_mask(monkeypatch):
-    from braintumour import train as train_module
+    from braintumour import losses
     from braintumour.transforms import Augment
 
     x = (torch.rand(4, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
@@ -88,11 +90,11 @@ def test_the_guided_training_step_adds_the_mask_term_for_images_with_a_mask(monk
     masks = torch.zeros(4, 32, 32, dtype=torch.uint8)
     masks[:2, 8:16, 8:16] = 1  # two of the four images have a tumour outline
     calls = []
-    real = train_module.mask_alignment_loss
-    monkeypatch.setattr(train_module, "mask_alignment_loss", lambda *a: calls.append(len(a[0])) or real(*a))
+    real = losses.mask_alignment_loss
+    monkeypatch.setattr(losses, "mask_alignment_loss", lambda *a: calls.append(len(a[0])) or real(*a))
     cfg = TrainConfig(model="custom_cnn_guided", image_size=32, mask_weight=1.0)
     gen = torch.Generator().manual_seed(0)
-    loss = train_module.batch_loss(build_model("custom_cnn_guided"), cfg, Augment(), x, y, masks, torch.ones(4), gen)
+    loss = losses.batch_loss(build_model("custom_cnn_guided"), cfg, Augment(), x, y, masks, torch.ones(4), gen)
     assert calls == [2] and torch.isfinite(loss)
 
 

@@ -4,14 +4,12 @@ import torch
 from braintumour.models import (
     MODELS,
     BrainTumourCNN,
-    ResidualBlock,
-    SqueezeExcitation,
     build_model,
     count_parameters,
     target_layer,
 )
 from braintumour.profiles import get_profile
-from braintumour.train import custom_cnn_config
+from braintumour.recipes import custom_cnn_config
 
 
 @pytest.mark.parametrize("size", [64, 96, 128, 160, 224])
@@ -88,31 +86,6 @@ def test_custom_cnn_stem_is_16_channels_whatever_the_width():
         first = build_model("custom_cnn", width=width).stem[0][0]
         assert first.out_channels == 16
     assert count_parameters(build_model("custom_cnn", width=32)) == 929_012
-
-
-def test_custom_cnn_blocks_add_residual_blocks_and_keep_the_default_weights_loading():
-    default = build_model("custom_cnn", width=32)
-    deeper = build_model("custom_cnn", width=32, blocks=(1, 2, 1, 1))
-    assert len(deeper.stage2) == len(default.stage2) + 1
-    assert deeper(torch.zeros(2, 1, 128, 128)).shape == (2, 4)
-    # Every weight of the default model has the same name and shape in the deeper one.
-    deeper_state = deeper.state_dict()
-    assert all(deeper_state[k].shape == v.shape for k, v in default.state_dict().items())
-    with pytest.raises(ValueError, match="blocks"):
-        build_model("custom_cnn", blocks=(1, 0, 1, 1))
-
-
-def test_custom_cnn_squeeze_excitation_gates_every_residual_branch_and_is_off_by_default():
-    plain = build_model("custom_cnn", width=32)
-    gated = build_model("custom_cnn", width=32, se=True)
-    assert not any(isinstance(m, SqueezeExcitation) for m in plain.modules())
-    blocks = [m for m in gated.modules() if isinstance(m, ResidualBlock)]
-    assert blocks and all(isinstance(b.se, SqueezeExcitation) for b in blocks)
-    assert gated(torch.zeros(2, 1, 96, 96)).shape == (2, 4)
-    # The gate scales channels by a sigmoid: never flips a sign, never amplifies.
-    x = torch.randn(2, 64, 8, 8)
-    y = blocks[1].se(x)
-    assert torch.all(y.abs() <= x.abs() + 1e-6) and torch.all(y * x >= 0)
 
 
 @pytest.mark.parametrize("name,digest", [("custom_cnn", "9ca1fb8baedd181d"), ("custom_cnn_guided", "c8f661a327c81510")])

@@ -138,6 +138,26 @@ def test_smoke_external_validation_reports_every_rate_with_its_interval(smoke_re
 
 
 @pytest.mark.slow
+def test_smoke_calibration_fits_on_validation_and_writes_beside_each_model(smoke_reports):
+    from braintumour import calibration
+
+    cal = json.loads((smoke_reports / "metrics" / "calibration.json").read_text())
+    assert SCHEMA <= set(cal) and {"custom_cnn", "custom_cnn_refit", "lenet5"} <= set(cal["models"])
+    for name, m in cal["models"].items():
+        assert m["temperature"] > 0 and 0 < m["uncertain_below"] <= 1.0 + 1e-12
+        testing = m["sets"]["testing"]
+        assert testing["before"]["accuracy"] == testing["after"]["accuracy"]  # T never changes a prediction
+        lo, hi = testing["after"]["ci95"]["ece"]
+        assert lo <= testing["after"]["ece"] <= hi
+        assert m["sets"]["external"]["after"]["n"] == cal["set_sizes"]["external"]
+        if name != "custom_cnn_refit":  # the refit has no file of its own: it borrows custom_cnn's fit
+            saved = calibration.load_calibration(smoke_reports / "models" / f"{name}.pt")
+            assert saved.temperature == m["temperature"] and saved.fitted_on == "validation"
+    assert cal["models"]["custom_cnn_refit"]["temperature"] == cal["models"]["custom_cnn"]["temperature"]
+    assert (smoke_reports / "figures" / "calibration_reliability.png").is_file()
+
+
+@pytest.mark.slow
 def test_pdfs_render_and_are_not_blank(smoke_reports, tmp_path):
     import numpy as np
     from PIL import Image

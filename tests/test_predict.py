@@ -17,10 +17,11 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from braintumour import data, predict
+from braintumour.checkpoints import load_checkpoint, save_checkpoint
 from braintumour.config import CLASSES
 from braintumour.evaluate import predict_proba
 from braintumour.models import build_model
-from braintumour.train import TrainConfig, load_checkpoint, save_checkpoint
+from braintumour.recipes import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -59,17 +59,3 @@ def test_class_weights():
 def test_source_groups_split_512_square_from_other_sizes():
     manifest = pd.DataFrame({"width": [512, 512, 236, 512], "height": [512, 400, 236, 512]})
     np.testing.assert_array_equal(splits.source_groups(manifest), [0, 1, 1, 0])
-
-
-def test_source_balance_by_hand():
-    labels = np.array([0, 0, 0, 1, 1])
-    groups = np.array([0, 0, 1, 0, 0])
-    # class 0: 3 images in 2 groups -> group 0 (2 images) 3/(2*2), group 1 (1 image) 3/(2*1);
-    # class 1 has one group only -> 1.
-    np.testing.assert_allclose(splits.source_balance(labels, groups, 1.0), [0.75, 0.75, 1.5, 1.0, 1.0])
-    np.testing.assert_allclose(splits.source_balance(labels, groups, 0.5), np.sqrt([0.75, 0.75, 1.5, 1.0, 1.0]))
-    np.testing.assert_array_equal(splits.source_balance(labels, groups, 0.0), np.ones(5))
-    w = splits.source_balance(labels, groups, 1.0)
-    assert w[:3][groups[:3] == 0].sum() == w[:3][groups[:3] == 1].sum()  # power 1: equal total weight per group
-    with pytest.raises(ValueError, match="power must be >= 0"):
-        splits.source_balance(labels, groups, -1.0)

@@ -4,19 +4,12 @@ import torch
 import torch.nn.functional as F
 
 from braintumour import data, runs, splits
+from braintumour.checkpoints import CheckpointError, load_checkpoint, reestimate_batchnorm, save_checkpoint
 from braintumour.evaluate import predict_proba
 from braintumour.profiles import get_profile
-from braintumour.train import (
-    PEAK_LR,
-    CheckpointError,
-    TrainConfig,
-    baseline_config,
-    custom_cnn_config,
-    load_checkpoint,
-    reestimate_batchnorm,
-    save_checkpoint,
-    train,
-)
+from braintumour.recipes import PEAK_LR, TrainConfig, baseline_config, custom_cnn_config
+from braintumour.schedule import planned_steps
+from braintumour.train import train
 from braintumour.transforms import Augment, to_input
 
 SIZE = 48
@@ -260,7 +253,7 @@ def test_a_profile_trains_the_same_steps_on_a_fast_and_a_slow_machine(tiny, tmp_
         plan = json.loads((tmp_path / name / "plan.json").read_text())
         outcomes.append((plan["total_steps"], history.steps.tolist(), model.state_dict(), history.seconds.sum()))
     (steps_a, per_epoch_a, weights_a, seconds_a), (steps_b, per_epoch_b, weights_b, seconds_b) = outcomes
-    assert steps_a == steps_b == train_module.planned_steps(cfg, len(split.train) // 16)
+    assert steps_a == steps_b == planned_steps(cfg, len(split.train) // 16)
     assert per_epoch_a == per_epoch_b
     assert seconds_b > 1000 * seconds_a  # the clocks did differ, and wall time is still recorded
     for k in weights_a:
@@ -275,44 +268,11 @@ def test_run_key_ignores_unset_options_and_the_device_but_not_max_steps(tiny):
     assert runs.run_key(_cfg(max_steps=60), split, "fp") != key
 
 
-def test_source_weights_of_one_give_the_class_weighted_loss(tiny):
-    # The per-image weighted mean must reduce to PyTorch's class-weighted mean (label smoothing and all)
-    # when every multiplier is 1, and move when they are not.
-    from braintumour.models import build_model
-    from braintumour.train import batch_loss
-
-    images, labels, split = tiny
-    x = torch.from_numpy(images[split.train[:16]])
-    y = torch.from_numpy(labels[split.train[:16]].astype(np.int64))
-    model = build_model("custom_cnn").eval()  # eval: no dropout, the same logits in every call
-    cfg, class_w = _cfg(), torch.tensor([0.5, 1.0, 2.0, 1.5])
-
-    def loss(sample_w):
-        return batch_loss(model, cfg, Augment(), x, y, None, class_w, torch.Generator().manual_seed(0), sample_w)
-
-    plain = loss(None)
-    torch.testing.assert_close(loss(torch.ones(16)), plain)
-    torch.testing.assert_close(loss(torch.full((16,), 3.0)), plain)  # a common factor cancels
-    assert not torch.isclose(loss(torch.linspace(0.2, 3.0, 16)), plain)
-
-
-def test_source_balance_needs_groups_and_enters_the_run_key(tiny, tmp_path):
-    images, labels, split = tiny
-    cfg = _cfg(epochs=1, source_balance=0.5)
-    w = splits.class_weights(labels[split.train])
-    with pytest.raises(ValueError, match="needs train_groups"):
-        train(cfg, images, labels, split.train, split.val, w, tmp_path / "run", progress=False)
-    groups = np.arange(len(split.train)) % 2
-    key = runs.run_key(cfg, split, "fp", train_groups=groups)
-    assert runs.run_key(cfg, split, "fp", train_groups=1 - groups) != key
-    assert runs.run_key(_cfg(epochs=1), split, "fp") != key
-
-
 def test_bf16_precision_trains_close_to_float32_and_rejects_unknown_values(tiny, tmp_path):
     # Mixed precision changes the forward pass's rounding, not the loss it computes: on one batch the
     # bf16 loss is within bf16's resolution of the float32 one, and a bf16 run still learns.
+    from braintumour.losses import batch_loss
     from braintumour.models import build_model
-    from braintumour.train import batch_loss
 
     images, labels, split = tiny
     x = torch.from_numpy(images[split.train[:16]])
@@ -335,28 +295,46 @@ def test_bf16_precision_trains_close_to_float32_and_rejects_unknown_values(tiny,
               progress=False)
 
 
-def test_mixup_blends_the_loss_and_refuses_masks_or_source_balance(tiny, tmp_path):
-    # The same generator state draws the same blend and partners (a permutation), so a mixup run stays
-    # deterministic and resumable; the blended batch gives another loss than the plain one.
-    from braintumour.models import build_model
-    from braintumour.train import batch_loss, mixup_pairs
+def test_run_key_of_a_fixed_config_is_pinned():
+    # The key of a config that sets none of the options since removed from TrainConfig, as computed
+    # before their removal: the cached runs of every profile keep their keys. Change the hex only for a
+    # change that should retrain.
+    split = splits.Split(np.arange(10), np.arange(10, 14), np.arange(14, 16))
+    assert runs.run_key(TrainConfig(image_size=32, epochs=2, batch_size=8, seed=3), split, "fp") == "638fb7745087b2b1"
 
-    lam, partner = mixup_pairs(16, 0.4, torch.Generator().manual_seed(3))
-    lam2, partner2 = mixup_pairs(16, 0.4, torch.Generator().manual_seed(3))
-    assert lam == lam2 and torch.equal(partner, partner2) and 0 < lam < 1
-    assert sorted(partner.tolist()) == list(range(16))
 
+def test_a_last_checkpoint_from_before_an_unset_option_was_removed_still_resumes(tiny, tmp_path):
+    # A `last.pt` written while TrainConfig still had a field, left at None, that it has since lost is
+    # the same config: the run resumes (and ends as an uninterrupted one) instead of starting over.
     images, labels, split = tiny
-    x = torch.from_numpy(images[split.train[:16]])
-    y = torch.from_numpy(labels[split.train[:16]].astype(np.int64))
-    model = build_model("custom_cnn").eval()
-    class_w = torch.ones(4)
-    mixed = batch_loss(model, _cfg(mixup_alpha=0.4), Augment(), x, y, None, class_w, torch.Generator().manual_seed(0))
-    plain = batch_loss(model, _cfg(), Augment(), x, y, None, class_w, torch.Generator().manual_seed(0))
-    assert not torch.isclose(mixed, plain)
-
+    cfg = _cfg()
     w = splits.class_weights(labels[split.train])
-    for bad in ({"source_balance": 0.5}, {"mask_weight": 1.0}):
-        with pytest.raises(ValueError, match="mixup_alpha cannot be combined"):
-            train(_cfg(epochs=1, mixup_alpha=0.4, **bad), images, labels, split.train, split.val, w,
-                  tmp_path / "run", progress=False)
+    straight, _ = train(cfg, images, labels, split.train, split.val, w, tmp_path / "a", progress=False)
+    train(cfg, images, labels, split.train, split.val, w, tmp_path / "b", stop_after_epochs=1, progress=False)
+    last = tmp_path / "b" / "last.pt"
+    payload = torch.load(last, weights_only=True)
+    payload["config"]["retired_option"] = None
+    torch.save(payload, last)
+    resumed, history = train(cfg, images, labels, split.train, split.val, w, tmp_path / "b", progress=False)
+    assert history.epoch.tolist() == [1, 2, 3]  # epoch 1 kept from before the interruption
+    for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    payload["config"]["retired_option"] = 0.5  # set: another config, so the run starts over
+    torch.save(payload, last)
+    (tmp_path / "b" / "plan.json").unlink()
+    train(cfg, images, labels, split.train, split.val, w, tmp_path / "b", progress=False, stop_after_epochs=1)
+    assert (tmp_path / "b" / "plan.json").is_file()  # written by a fresh start only
+
+
+def test_the_train_module_still_exports_what_notebooks_import_from_it():
+    from braintumour import checkpoints, losses, recipes, schedule
+    from braintumour import train as train_module
+
+    homes = {recipes: ["TrainConfig", "custom_cnn_config", "baseline_config", "PARTIAL_LABEL", "PEAK_LR"],
+             checkpoints: ["save_checkpoint", "load_checkpoint", "reestimate_batchnorm", "CheckpointError"],
+             losses: ["batch_loss", "partial_label_loss", "mask_alignment_loss", "tumour_coverage"],
+             schedule: ["planned_steps"]}
+    for module, names in homes.items():
+        for name in names:
+            assert name in train_module.__all__ and getattr(train_module, name) is getattr(module, name), name
+    assert {"train", "native_bf16", "seed_everything"} <= set(train_module.__all__)

@@ -4,6 +4,7 @@ python -m braintumour data [--url URL] [--sha256 HEX]   find the dataset or down
                                                          masks and patient ids, then Br35H
 python -m braintumour manifest                           build/check the manifest, print the fingerprint
 python -m braintumour notebook NB... --profile P [--reports DIR]   execute notebooks with papermill
+python -m braintumour export [--reports DIR]             HTML and PDF again from the executed notebooks
 """
 
 from __future__ import annotations
@@ -107,6 +108,22 @@ def _cmd_notebook(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from braintumour.config import reports_dir
+    from braintumour.export import export
+
+    reports = Path(args.reports) if args.reports else reports_dir()
+    executed = sorted((reports / "executed").glob("[0-9][0-9]_*.ipynb"))
+    executed = [p for p in executed if not p.name.endswith(".FAILED.ipynb")]
+    if not executed:
+        print(f"ERROR: no executed notebooks in {reports / 'executed'} (make reproduce writes them)", file=sys.stderr)
+        return 2
+    for nb in executed:
+        html, pdf = export(nb, reports)
+        print(f"{nb.name} -> {html.name}, {pdf.name}")
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from braintumour.predict import main as predict_main
 
@@ -123,7 +140,7 @@ def _cmd_readme_results(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m braintumour", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -146,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fingerprint-only", action="store_true", help="print only the data fingerprint")
     p.set_defaults(func=_cmd_manifest)
 
-    p = sub.add_parser("notebook", help="execute notebooks in order with papermill, export HTML")
+    p = sub.add_parser("notebook", help="execute notebooks in order with papermill, export HTML and PDF")
     p.add_argument("notebooks", nargs="+", type=_notebook_file)
     p.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "full"])
     p.add_argument("--position", default="", help="shown in the progress line, e.g. 3/7")
@@ -155,10 +172,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="a parameter of the notebook's parameters cell, e.g. --param 'seeds=[0]' (repeatable)")
     p.set_defaults(func=_cmd_notebook)
 
+    p = sub.add_parser("export", help="export the executed notebooks again as HTML and PDF for a reader")
+    p.add_argument("--reports", default="", help="reports folder (default: reports/, or $BRAINTUMOUR_REPORTS)")
+    p.set_defaults(func=_cmd_export)
+
     p = sub.add_parser("predict", help="classify new slices (files or folders), with a Grad-CAM overlay each")
     p.add_argument("paths", nargs="+", help="image files (JPEG, PNG, TIFF, DICOM) or folders (searched recursively)")
     p.add_argument("--model", default="",
-                   help="checkpoint (default: reports/models/custom_cnn.pt of the project, from any folder)")
+                   help="checkpoint (default: the project's reports/models/custom_cnn_external.pt where "
+                        "notebook 08 wrote it, else custom_cnn.pt; found from any folder)")
     p.add_argument("--out", default="", help="folder for the Grad-CAM overlay PNGs (none written if not given)")
     p.add_argument("--format", default="table", choices=["table", "json", "csv"])
     p.add_argument("--output", default="", help="write the table/JSON/CSV to this file instead of stdout")
@@ -170,12 +192,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("readme-results", help="rewrite README.md's results block from reports/metrics/")
     p.add_argument("--metrics", default="", help="metrics folder (default reports/metrics)")
     p.set_defaults(func=_cmd_readme_results)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from braintumour.checkpoints import CheckpointError
     from braintumour.data import DataNotFoundError, DatasetLayoutError, ImageDecodeError
     from braintumour.download import DownloadError
     from braintumour.files import OutputPathError
-    from braintumour.train import CheckpointError
 
     try:
         return args.func(args)

@@ -1,4 +1,5 @@
-"""The one reader of checkpoint files: `--model`, `best.pt`, `last.pt`, cached pretrained weights.
+"""Checkpoint files: the one reader (`--model`, `best.pt`, `last.pt`, cached pretrained weights), the
+model checkpoint's writer and loader, and BatchNorm re-estimation on a loaded model.
 
 A `.pt` file is a pickle, and unpickling an arbitrary file can run arbitrary code (a `__reduce__`
 that calls `os.system`, say). So every checkpoint is read with `torch.load(weights_only=True)`:
@@ -18,9 +19,19 @@ import pickle
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
+from torch.optim.swa_utils import update_bn
+
+from braintumour import files
+from braintumour.device import choose_device, model_device
+from braintumour.models import build_model
+from braintumour.transforms import to_input
+
+if TYPE_CHECKING:
+    from braintumour.recipes import TrainConfig
 
 ALLOWED_GLOBALS: tuple[Any, ...] = ()
 
@@ -52,6 +63,49 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: not a usable model checkpoint (holds a {type(payload).__name__}, not a dict)")
     return payload
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: TrainConfig, extra: dict | None = None) -> Path:
+    """Weights plus the config that rebuilds the model, written atomically."""
+    payload = {"config": cfg.to_dict(), "model": model.state_dict(), **(extra or {})}
+    return files.write_with(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path: str | Path, device: torch.device | None = None) -> tuple[torch.nn.Module, dict]:
+    """Rebuild the model a checkpoint was trained as and load its weights (eval mode), on `device`
+    (default `device.choose_device()`): evaluation, CAMs and ROAD then run where the model is."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path}: model file not found (train one with `make reproduce`, "
+            "or use the committed reports/models/custom_cnn.pt)"
+        )
+    payload = read_checkpoint(path)  # weights_only: no code from the file runs
+    try:
+        cfg = payload["config"]
+        size = cfg.get("image_size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 8:
+            raise ValueError(f"its config has no usable image_size (got {size!r})")
+        model = build_model(cfg["model"], **cfg.get("model_kwargs", {}))
+        model.load_state_dict(payload["model"])
+    except KeyError as e:
+        raise CheckpointError(f"{path}: not a usable model checkpoint (no {e} entry)") from e
+    except (RuntimeError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"{path}: not a usable model checkpoint ({str(e).splitlines()[0]})") from e
+    return model.to(device or choose_device()).eval(), payload
+
+
+def reestimate_batchnorm(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64) -> torch.nn.Module:
+    """Recompute every BatchNorm layer's running mean and variance as the plain average over `images`
+    (uint8 (N, H, W), preprocessed as at inference, no augmentation), with torch's
+    `swa_utils.update_bn`; the weights are untouched. Returns `model`, changed in place, in eval mode.
+    A model without BatchNorm (LeNet-5, AlexNet) is returned as it was."""
+    x, device = torch.from_numpy(images), model_device(model)
+    batches = (to_input(x[i : i + batch_size]).to(device).contiguous(memory_format=torch.channels_last)
+               for i in range(0, len(x), batch_size))
+    with torch.no_grad():
+        update_bn(batches, model, device=device)
+    return model.eval()
 
 
 def _refusal(e: pickle.UnpicklingError) -> str:

@@ -29,10 +29,10 @@ BOOTSTRAP_SEED = 12345
 
 
 @torch.no_grad()
-def predict_proba(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Softmax probabilities (N, 4) for uint8 images (N, H, W), in eval mode, in batches, on the
-    device the model is on (`device.choose_device` decided it when the model was loaded); the images
-    stay on the host and move a batch at a time.
+def predict_logits(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Logits (N, 4) for uint8 images (N, H, W), in eval mode, in batches, on the device the model is
+    on (`device.choose_device` decided it when the model was loaded); the images stay on the host and
+    move a batch at a time.
 
     Model and batches are put in channels-last memory layout, the one oneDNN's CPU convolutions run
     fastest in (training already uses it); the model is converted in place, as training does.
@@ -41,8 +41,13 @@ def predict_proba(model: torch.nn.Module, images: np.ndarray, batch_size: int = 
     device, out = model_device(model), []
     for start in range(0, len(images), batch_size):
         x = to_input(torch.from_numpy(images[start : start + batch_size])).to(device)
-        out.append(torch.softmax(model(x.contiguous(memory_format=torch.channels_last)).float(), dim=1).cpu().numpy())
+        out.append(model(x.contiguous(memory_format=torch.channels_last)).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), dtype=np.float32)
+
+
+def predict_proba(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Softmax probabilities (N, 4), uncalibrated (`calibration` applies a model's temperature)."""
+    return torch.softmax(torch.from_numpy(predict_logits(model, images, batch_size)), dim=1).numpy()
 
 
 def images_per_second(
@@ -64,17 +69,10 @@ def images_per_second(
 
 
 def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, n_bins: int = 15) -> float:
-    """ECE of the top-class confidence with equal-width bins (Guo et al., 2017)."""
-    conf = proba.max(axis=1)
-    correct = proba.argmax(axis=1) == y_true
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    bins = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
-    ece = 0.0
-    for b in range(n_bins):
-        sel = bins == b
-        if sel.any():
-            ece += sel.mean() * abs(correct[sel].mean() - conf[sel].mean())
-    return float(ece)
+    """ECE of the top-class confidence with equal-width bins (Guo et al., 2017), torchmetrics'."""
+    from braintumour.calibration import ece
+
+    return ece(y_true, proba, n_bins)
 
 
 def reliability_curve(y_true: np.ndarray, proba: np.ndarray, n_bins: int = 15) -> dict[str, list[float]]:

@@ -22,9 +22,9 @@ from scipy.stats import bootstrap
 from braintumour import audit, data
 from braintumour import br35h as br35h_source
 from braintumour.config import CLASSES
+from braintumour.recipes import PARTIAL_LABEL, TrainConfig, custom_cnn_config
 from braintumour.runs import RunResult, train_or_load
-from braintumour.splits import Split, class_weights
-from braintumour.train import PARTIAL_LABEL, TrainConfig, custom_cnn_config
+from braintumour.splits import Split, class_weights, refit_split
 
 NOTUMOR = CLASSES.index("notumor")
 TUMOUR_UNKNOWN = PARTIAL_LABEL  # the label of a Br35H `yes` image: a tumour of unknown type
@@ -91,6 +91,17 @@ def audit_summary(frame: pd.DataFrame) -> dict:
             "files_without_kaggle_copy": len(fresh),
         }
     return out
+
+
+def audit_and_parts(kaggle: data.Dataset, br35h: data.Dataset, limit: int | None = None
+                    ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """The audit of Br35H against the Kaggle set, on perceptual hashes at the leakage audit's image
+    size, and the external parts built on it (`external_parts`)."""
+    from braintumour.folds import AUDIT_IMAGE_SIZE
+
+    frame = audit_against_kaggle(br35h, audit.perceptual_hashes(data.load_images(br35h, AUDIT_IMAGE_SIZE)),
+                                 kaggle, audit.perceptual_hashes(data.load_images(kaggle, AUDIT_IMAGE_SIZE)))
+    return frame, external_parts(frame, limit=limit)
 
 
 def external_parts(frame: pd.DataFrame, seed: int = PART_SEED, limit: int | None = None) -> dict[str, np.ndarray]:
@@ -169,7 +180,7 @@ VARIANTS: dict[str, dict] = {
 
 
 def variant_config(params: dict, name: str, seed: int) -> TrainConfig:
-    """A variant's recipe: `train.custom_cnn_config` with the variant's fields."""
+    """A variant's recipe: `recipes.custom_cnn_config` with the variant's fields."""
     return custom_cnn_config(params, seed, **VARIANTS[name])
 
 
@@ -201,6 +212,14 @@ def train_variant(params: dict, name: str, seed: int, kaggle: data.Dataset, imag
 # --------------------------------------------------------------------------- what the misses share
 
 T2_BRIGHT_RATIO = 1.3  # brightest fifth of the brain against its median: above this, fluid is bright
+
+
+def refit_model(params: dict, seed: int, kaggle: data.Dataset, images: np.ndarray, split: Split) -> RunResult:
+    """Notebook 03's refit of `seed` (Training and validation, last epoch kept), under notebook 03's
+    config and so its run key: reused where notebook 03 trained it, trained here otherwise."""
+    labels, refit = kaggle.manifest.label.to_numpy(), refit_split(split)
+    return train_or_load(custom_cnn_config(params, seed, "inverse"), images, labels, refit,
+                         class_weights(labels[refit.train], "inverse"), kaggle.fingerprint, checkpoint="last")
 
 
 def t2_like(image: np.ndarray) -> bool:
@@ -261,7 +280,7 @@ TITLES = {
     "randomised": "(a) custom CNN, acquisition-randomised",
     "partial_label": "(b) custom CNN + Br35H partial labels",
 }
-WRITTEN_BY = {"custom_cnn": "03", "custom_cnn_refit": "03", "custom_cnn_guided": "07", "lenet5": "04",
+WRITTEN_BY = {"custom_cnn": "03", "custom_cnn_guided": "07", "lenet5": "04",
               "alexnet": "04", "vgg16_bn": "04", "resnet50": "04"}
 
 

@@ -30,25 +30,10 @@ def separable_conv_bn(channels: int) -> nn.Sequential:
     )
 
 
-class SqueezeExcitation(nn.Module):
-    """Channel attention (Hu et al., 2018): global-average-pool, a bottleneck MLP, a sigmoid gate per
-    channel. A few thousand parameters and almost no multiply-adds per block."""
-
-    def __init__(self, channels: int, reduction: int = 8) -> None:
-        super().__init__()
-        hidden = max(channels // reduction, 8)
-        self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
-                                  nn.Conv2d(hidden, channels, 1), nn.Sigmoid())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(x)
-
-
 class ResidualBlock(nn.Module):
-    """Two 3x3 conv-BN layers with an identity shortcut (He et al., 2016), ReLU after the sum;
-    optionally a squeeze-excitation gate on the branch before the sum (SE-ResNet's placement)."""
+    """Two 3x3 conv-BN layers with an identity shortcut (He et al., 2016), ReLU after the sum."""
 
-    def __init__(self, channels: int, se: bool = False) -> None:
+    def __init__(self, channels: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(channels, channels, 3, padding=1, bias=False),
@@ -57,14 +42,10 @@ class ResidualBlock(nn.Module):
             nn.Conv2d(channels, channels, 3, padding=1, bias=False),
             nn.BatchNorm2d(channels),
         )
-        # None, not nn.Identity, when off: the module's repr is part of every run's cache key
-        # (runs.run_key), and the runs trained before this option existed must keep their keys.
-        self.se = SqueezeExcitation(channels) if se else None
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch = self.body(x)
-        return self.act(x + (branch if self.se is None else self.se(branch)))
+        return self.act(x + self.body(x))
 
 
 class BrainTumourCNN(nn.Module):
@@ -90,28 +71,20 @@ class BrainTumourCNN(nn.Module):
     w = 40 (1.45 M) with this stem, 40 bfloat16 epochs in the same 13 minutes as w = 32's 50, made 14, 16
     and 13 Testing errors on seeds 0-2 against w = 32's 10, 17 and 13 (both with weight decay 5e-4, the
     recipe then): no gain (README, "How the custom CNN is trained").
-    `blocks` (residual blocks per stage) and `se` (squeeze-excitation gates) exist for screening
-    (`benchmarks/screen_recipe.py 'model_kwargs={...}'`); the defaults are the model. With the current
-    recipe, seed 0: a second block in stage 2 (1.00 M parameters, 12.8 min) made 15 Testing errors,
-    SE gates (0.94 M, 12.5 min) 19, the default 10.
+    A second residual block in stage 2 and squeeze-excitation gates (Hu et al., 2018) were screened with
+    this recipe and did not help (docs/experiments.md), so the network keeps one plain block per stage.
     """
 
     def __init__(self, num_classes: int = len(CLASSES), width: int = 32, dropout: float = 0.2,
-                 stem_width: int = 16, blocks: tuple[int, int, int, int] = (1, 1, 1, 1), se: bool = False) -> None:
+                 stem_width: int = 16) -> None:
         super().__init__()
         w = width
-        if len(blocks) != 4 or min(blocks) < 1:
-            raise ValueError(f"blocks must be four counts >= 1 (residual blocks per stage), got {blocks!r}")
-        b1, b2, b3, b4 = blocks
         self.stem = nn.Sequential(conv_bn(1, stem_width, stride=2), conv_bn(stem_width, w, stride=2))
-        def residual(c: int, n: int) -> list[ResidualBlock]:
-            return [ResidualBlock(c, se=se) for _ in range(n)]
-
-        # A lone block in stage 1 is not wrapped: the module names of the committed weights stay.
-        self.stage1 = residual(w, 1)[0] if b1 == 1 else nn.Sequential(*residual(w, b1))
-        self.stage2 = nn.Sequential(conv_bn(w, 2 * w, stride=2), *residual(2 * w, b2))
-        self.stage3 = nn.Sequential(conv_bn(2 * w, 4 * w, stride=2), *residual(4 * w, b3))
-        self.stage4 = nn.Sequential(conv_bn(4 * w, 4 * w), *residual(4 * w, b4))
+        # Stage 1's block is not wrapped in a Sequential: the module names of the committed weights stay.
+        self.stage1 = ResidualBlock(w)
+        self.stage2 = nn.Sequential(conv_bn(w, 2 * w, stride=2), ResidualBlock(2 * w))
+        self.stage3 = nn.Sequential(conv_bn(2 * w, 4 * w, stride=2), ResidualBlock(4 * w))
+        self.stage4 = nn.Sequential(conv_bn(4 * w, 4 * w), ResidualBlock(4 * w))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * w, num_classes))
         for m in self.modules():
@@ -147,7 +120,7 @@ class MaskGuidedCNN(BrainTumourCNN):
       of cells), so the map the loss trains is the map Grad-CAM shows, not a proxy.
     - `class_maps` exposes those maps to the training loss (`mask_weight` in TrainConfig): on
       Training images that have a mask, the true class's map is trained towards the expert mask
-      (`train.mask_alignment_loss`; GAIN, Li et al., 2018; "right for the right reasons", Ross et
+      (`losses.mask_alignment_loss`; GAIN, Li et al., 2018; "right for the right reasons", Ross et
       al., 2017).
     About 0.96 M parameters and 106 M multiply-adds at 128 px (the custom CNN: 0.93 M, 100 M).
     """

@@ -103,9 +103,11 @@ def roc_curves(y_true: np.ndarray, proba: np.ndarray, title: str = "") -> plt.Fi
     return fig
 
 
-def reliability_diagram(y_true: np.ndarray, proba: np.ndarray, ece: float, title: str = "") -> plt.Figure:
+def reliability_diagram(y_true: np.ndarray, proba: np.ndarray, ece: float, title: str = "",
+                        ax: plt.Axes | None = None) -> plt.Figure:
     curve = reliability_curve(y_true, proba)
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    fig = ax.figure if ax is not None else plt.figure(figsize=(4.6, 4.2))
+    ax = ax or fig.add_subplot()
     widths = np.subtract(curve["bin_upper"], curve["bin_lower"])
     ax.bar(
         curve["bin_lower"], curve["accuracy"], width=widths, align="edge", edgecolor="k", alpha=0.7, label="accuracy"
@@ -113,6 +115,38 @@ def reliability_diagram(y_true: np.ndarray, proba: np.ndarray, ece: float, title
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
     ax.set(xlabel="confidence", ylabel="accuracy", title=f"{title} (ECE {ece:.3f})".strip(), xlim=(0, 1), ylim=(0, 1))
     ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def reliability_grid(panels: dict[str, tuple[np.ndarray, np.ndarray, float]], columns: int = 2,
+                     title: str = "") -> plt.Figure:
+    """Reliability diagrams side by side; `panels` maps a title to (labels, probabilities, ECE)."""
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.4 * columns, 4.0 * rows), squeeze=False)
+    for ax, (name, (y, proba, ece)) in zip(axes.flat, panels.items(), strict=False):
+        reliability_diagram(y, proba, ece, name, ax=ax)
+    for ax in axes.flat[len(panels):]:
+        ax.set_axis_off()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def risk_coverage(curves: dict[str, dict[str, np.ndarray]], marks: dict[str, float] | None = None,
+                  title: str = "") -> plt.Figure:
+    """Error of the kept predictions against the share kept (most confident first), one line per set;
+    `marks`: the coverage each set has at the chosen threshold, drawn as a dot."""
+    fig, ax = plt.subplots(figsize=(5.6, 4.0))
+    for name, c in curves.items():
+        line, = ax.plot(c["coverage"], c["risk"], label=name)
+        if marks and name in marks:
+            k = max(int(round(marks[name] * len(c["coverage"]))) - 1, 0)
+            ax.plot(c["coverage"][k], c["risk"][k], "o", color=line.get_color())
+    ax.set(xlabel="coverage (share of images not flagged)", ylabel="error of the kept predictions", title=title,
+           xlim=(0, 1), ylim=(0, None))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

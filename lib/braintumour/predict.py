@@ -23,6 +23,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from braintumour import files
+from braintumour.calibration import Calibration, load_calibration, probabilities
+from braintumour.checkpoints import load_checkpoint
 from braintumour.config import CLASSES, project_root
 from braintumour.data import (
     MAX_FILE_BYTES,
@@ -32,9 +34,8 @@ from braintumour.data import (
     read_image_bytes,
     square_resize,
 )
-from braintumour.evaluate import predict_proba
+from braintumour.evaluate import predict_logits
 from braintumour.explain import CamExplainer, overlay
-from braintumour.train import load_checkpoint
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}
@@ -165,9 +166,29 @@ def read_scan(path: Path, size: int) -> np.ndarray:
 class PredictResult:
     rows: list[dict] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    model: str = ""
+    calibration: Calibration | None = None
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=["path", "prediction", *[f"p_{c}" for c in CLASSES], "cam_png"])
+        return pd.DataFrame(self.rows, columns=["path", "prediction", *[f"p_{c}" for c in CLASSES], "uncertain",
+                                                "model", "temperature", "cam_png"])
+
+    def provenance(self) -> str:
+        """One line: which model and temperature produced the probabilities, and the flag's threshold."""
+        c = self.calibration
+        if c is None:
+            return (f"model {self.model}: no calibration file beside it, so probabilities are uncalibrated "
+                    "and no image is flagged")
+        return (f"model {self.model}, temperature {c.temperature:.3f} (fitted on {c.n_images} {c.fitted_on} images); "
+                f"uncertain: top probability below {c.uncertain_below:.4f}")
+
+
+def _calibrated(model, images: np.ndarray, calibration: Calibration | None) -> tuple[np.ndarray, list]:
+    logits = predict_logits(model, images)
+    if calibration is None:
+        return probabilities(logits), [None] * len(images)
+    proba, flag = calibration.apply(logits)
+    return proba, [bool(f) for f in flag]
 
 
 def predict_files(
@@ -182,9 +203,11 @@ def predict_files(
     `model_path` defaults to the committed model (`default_model()`)."""
     if out_dir is not None:
         files.check_output_path(out_dir, folder=True)  # before the model is even loaded
-    model, payload = load_checkpoint(default_model() if model_path is None else model_path)
+    model_path = default_model() if model_path is None else model_path
+    model, payload = load_checkpoint(model_path)
     size = payload["config"]["image_size"]
-    result = PredictResult()
+    result = PredictResult(model=printable(model_path), calibration=load_calibration(model_path))
+    temperature = result.calibration.temperature if result.calibration else 1.0
     explainer = CamExplainer(model, cam_method) if out_dir is not None else None
     bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress or len(paths) < 2)
     for start in range(0, len(paths), batch_size):
@@ -199,10 +222,10 @@ def predict_files(
         if not arrays:
             continue
         images = np.stack(arrays)
-        proba = predict_proba(model, images)
+        proba, uncertain = _calibrated(model, images, result.calibration)
         pred = proba.argmax(1)
         maps = explainer(images, pred) if explainer is not None else [None] * len(images)
-        for path, img, p, k, heat in zip(ok_paths, images, proba, pred, maps, strict=True):
+        for path, img, p, k, flag, heat in zip(ok_paths, images, proba, pred, uncertain, maps, strict=True):
             cam_png = ""
             if out_dir is not None:
                 cam_png = printable(_write_overlay(out_dir, path, img, heat, CLASSES[k], float(p[k]),
@@ -212,6 +235,9 @@ def predict_files(
                     "path": printable(path),
                     "prediction": CLASSES[k],
                     **{f"p_{c}": round(float(p[i]), 6) for i, c in enumerate(CLASSES)},
+                    "uncertain": flag,
+                    "model": result.model,
+                    "temperature": round(temperature, 6),
                     "cam_png": cam_png,
                 }
             )
@@ -232,16 +258,22 @@ def _write_overlay(
 def render(result: PredictResult, fmt: str) -> str:
     frame = result.frame()
     if fmt == "json":
-        return json.dumps({"predictions": frame.to_dict(orient="records"), "errors": result.errors}, indent=2)
+        c = result.calibration
+        return json.dumps({"model": result.model, "temperature": c.temperature if c else 1.0,
+                           "uncertain_below": c.uncertain_below if c else None, "calibrated": c is not None,
+                           "predictions": frame.to_dict(orient="records"), "errors": result.errors}, indent=2)
     if fmt == "csv":
         return frame.to_csv(index=False)
     if frame.empty:
         return "no image could be classified"
-    shown = frame.drop(columns=["cam_png"]).copy()
+    shown = frame.drop(columns=["cam_png", "model", "temperature"]).copy()
     shown["path"] = shown.path.map(lambda s: s if len(s) <= 60 else "..." + s[-57:])
     counts = frame.prediction.value_counts().reindex(list(CLASSES), fill_value=0)
     summary = ", ".join(f"{c}: {n}" for c, n in counts.items())
-    return f"{shown.to_string(index=False)}\n\n{len(frame)} image(s) classified ({summary})"
+    flagged = int(frame.uncertain.fillna(False).astype(bool).sum())
+    unsure = f"; {flagged} flagged uncertain" if result.calibration else ""
+    return (f"{shown.to_string(index=False)}\n\n{len(frame)} image(s) classified ({summary}{unsure})\n"
+            f"{result.provenance()}")
 
 
 def main(args) -> int:

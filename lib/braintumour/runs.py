@@ -21,11 +21,13 @@ import pandas as pd
 import torch
 
 from braintumour import files
+from braintumour.checkpoints import load_checkpoint, reestimate_batchnorm, save_checkpoint
 from braintumour.config import interim_dir
 from braintumour.device import choose_device
 from braintumour.models import build_model
+from braintumour.recipes import TrainConfig
 from braintumour.splits import Split
-from braintumour.train import TrainConfig, load_checkpoint, reestimate_batchnorm, save_checkpoint, train
+from braintumour.train import train
 from braintumour.transforms import Augment
 
 
@@ -41,7 +43,7 @@ class RunResult:
 
     @cached_property
     def plan(self) -> dict:
-        """The steps the run takes (`train.planned_steps`) and the device it was trained on."""
+        """The steps the run takes (`schedule.planned_steps`) and the device it was trained on."""
         path = self.run_dir / "plan.json"
         return json.loads(path.read_text()) if path.is_file() else {}
 
@@ -53,8 +55,7 @@ class RunResult:
         return float(len(self.history))
 
 
-def run_key(cfg: TrainConfig, split: Split, data_fingerprint: str, train_masks: np.ndarray | None = None,
-            train_groups: np.ndarray | None = None) -> str:
+def run_key(cfg: TrainConfig, split: Split, data_fingerprint: str, train_masks: np.ndarray | None = None) -> str:
     """Hash of everything that determines a run's weights: the config with the augmentation and
     architecture it resolves to (so a changed library default retrains), the split and the data.
     Threads and the device are left out: a finished run is reused wherever it is loaded. Options left
@@ -71,8 +72,6 @@ def run_key(cfg: TrainConfig, split: Split, data_fingerprint: str, train_masks: 
     h.update(data_fingerprint.encode())
     if train_masks is not None:  # the masks are not part of the data fingerprint
         h.update(np.ascontiguousarray(train_masks).tobytes())
-    if train_groups is not None:
-        h.update(np.ascontiguousarray(train_groups).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -88,12 +87,10 @@ def train_or_load(
     runs_root: Path | None = None,
     progress: bool = True,
     train_masks: np.ndarray | None = None,
-    train_groups: np.ndarray | None = None,
     checkpoint: str = "best",
 ) -> RunResult:
     """Train one run, or reuse the finished run with the same key. `train_masks`: for mask-guided
-    runs, aligned with `split.train` (see `data.training_masks`); `train_groups`: for source-balanced
-    runs, aligned with `split.train` (`splits.source_groups`). `checkpoint`: the epoch returned, "best"
+    runs, aligned with `split.train` (see `data.training_masks`). `checkpoint`: the epoch returned, "best"
     (best validation macro-F1, `best.pt`) or "last" (`last.pt`: for a refit, `splits.refit_split`, whose
     validation images are training images); both are written by every run, so it is not part of the
     key. With `cfg.reestimate_bn` the returned model's BatchNorm statistics are recomputed over the
@@ -101,43 +98,30 @@ def train_or_load(
     `best_bn.pt` or `last_bn.pt`)."""
     if checkpoint not in ("best", "last"):
         raise ValueError(f"checkpoint must be 'best' or 'last', not {checkpoint!r}")
-    key = run_key(cfg, split, data_fingerprint, train_masks, train_groups)
+    key = run_key(cfg, split, data_fingerprint, train_masks)
     run_dir = (runs_root or interim_dir() / "runs") / f"{cfg.model}-seed{cfg.seed}-{key}"
     done = run_dir / "done.json"
     if retrain and run_dir.exists():
         shutil.rmtree(run_dir)
-    if done.is_file():
-        info = json.loads(done.read_text())
+    reused = done.is_file()
+    if reused:
+        seconds = json.loads(done.read_text())["train_seconds"]
         model, epoch = _kept_checkpoint(run_dir, checkpoint, cfg)
-        return RunResult(
-            cfg,
-            with_reestimated_bn(model, cfg, images, split, run_dir, checkpoint) if cfg.reestimate_bn else model,
-            pd.read_csv(run_dir / "history.csv"),
-            info["train_seconds"],
-            epoch,
-            run_dir,
-            reused=True,
-        )
-    t0 = time.perf_counter()
-    _, history = train(cfg, images, labels, split.train, split.val, weights, run_dir, progress=progress,
-                       train_masks=train_masks, train_groups=train_groups)
-    # Wall-clock of the whole run as the epochs recorded it (resumed runs add up their parts).
-    seconds = float(history.seconds.sum() + history.eval_seconds.sum()) if len(history) else time.perf_counter() - t0
-    model, epoch = _kept_checkpoint(run_dir, checkpoint, cfg)
-    best_epoch = epoch if checkpoint == "best" else load_checkpoint(run_dir / "best.pt")[1]["epoch"]
-    files.write_json(
-        done,
-        {
-            "key": key,
-            "config": cfg.to_dict(),
-            "train_seconds": seconds,
-            "best_epoch": best_epoch,
-            "data_fingerprint": data_fingerprint,
-        },
-    )
+        history = pd.read_csv(run_dir / "history.csv")
+    else:
+        t0 = time.perf_counter()
+        _, history = train(cfg, images, labels, split.train, split.val, weights, run_dir, progress=progress,
+                           train_masks=train_masks)
+        # Wall-clock of the whole run as the epochs recorded it (resumed runs add up their parts).
+        seconds = (float(history.seconds.sum() + history.eval_seconds.sum()) if len(history)
+                   else time.perf_counter() - t0)
+        model, epoch = _kept_checkpoint(run_dir, checkpoint, cfg)
+        best_epoch = epoch if checkpoint == "best" else load_checkpoint(run_dir / "best.pt")[1]["epoch"]
+        files.write_json(done, {"key": key, "config": cfg.to_dict(), "train_seconds": seconds,
+                                "best_epoch": best_epoch, "data_fingerprint": data_fingerprint})
     if cfg.reestimate_bn:
         model = with_reestimated_bn(model, cfg, images, split, run_dir, checkpoint)
-    return RunResult(cfg, model, history, seconds, epoch, run_dir, reused=False)
+    return RunResult(cfg, model, history, seconds, epoch, run_dir, reused=reused)
 
 
 def _kept_checkpoint(run_dir: Path, checkpoint: str, cfg: TrainConfig) -> tuple[torch.nn.Module, int]:

@@ -109,25 +109,6 @@ def source_groups(manifest: pd.DataFrame) -> np.ndarray:
     return np.where(square, 0, 1)
 
 
-def source_balance(labels: np.ndarray, groups: np.ndarray, power: float) -> np.ndarray:
-    """Per-image loss multipliers that weaken the class-source entanglement (`source_groups`):
-    within each class, an image of source group g gets (n_c / (G_c * n_cg)) ** power, where n_c is
-    the class's count, n_cg its count in group g and G_c its number of groups. power 1 gives every
-    group of a class equal total weight; 0 changes nothing; in between tempers the boost, so a group
-    of a few dozen images is not asked to carry half its class. Multiplies the class weights.
-    Measured with power 0.5 on notebook 03's seeds and not used by any profile: it lifted recall on the
-    rare source but not accuracy (`benchmarks/source_balance.py`, README)."""
-    if power < 0:
-        raise ValueError(f"source_balance power must be >= 0, got {power}")
-    out = np.ones(len(labels), dtype=np.float64)
-    for c in np.unique(labels):
-        in_c = labels == c
-        present, counts = np.unique(groups[in_c], return_counts=True)
-        for g, n_cg in zip(present, counts, strict=True):
-            out[in_c & (groups == g)] = (in_c.sum() / (len(present) * n_cg)) ** power
-    return out
-
-
 def load_test_dedup(dataset: Dataset) -> np.ndarray:
     """Manifest rows of the leakage-free Testing subset (Testing images with no near-duplicate in
     Training), as written by notebook 01 to `reports/test_dedup.csv`."""

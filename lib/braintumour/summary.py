@@ -12,7 +12,7 @@ import pandas as pd
 from braintumour import files
 from braintumour.config import reports_dir
 
-# Quoted from the papers (REFERENCES.md), not re-run: accuracy on the same Kaggle Testing split.
+# Quoted from the papers (docs/references.md), not re-run: accuracy on the same Kaggle Testing split.
 LITERATURE = [
     {"model": "Custom CNN + class weighting (the study reproduced here)", "accuracy": 0.9710},
     {"model": "1.31 M-parameter CNN (Islam et al., 2025)", "accuracy": 0.9649},
@@ -81,7 +81,7 @@ def headline_table(metrics_dir: Path | None = None) -> pd.DataFrame:
         rows.append(
             {
                 "model": lit["model"],
-                "source": "quoted, not re-run",
+                "source": "quoted from docs/references.md, not re-run",
                 "Testing accuracy": f"{lit['accuracy']:.2%}",
                 "Testing macro-F1": "",
                 "leakage-free accuracy": "",
@@ -214,6 +214,9 @@ def readme_block(metrics_dir: Path | None = None) -> str:
     ext = load_metrics("external", metrics_dir)
     if ext is not None:
         lines.append(external_sentence(ext))
+    cal = load_metrics("calibration", metrics_dir)
+    if cal is not None:
+        lines.append(calibration_sentence(cal))
     lines.append(provenance_sentence(metrics_dir))
     lines += ["", MARK_END]
     return "\n".join(lines)
@@ -265,6 +268,34 @@ def external_sentence(ext: dict) -> str:
         f"{'it meets' if met else 'it does not meet'} the targets fixed in advance, so `predict` uses "
         f"{'it' if met else 'notebook 03' + chr(39) + 's model'}. Untested: external no-tumour images "
         "(every Br35H `no` image is a Kaggle file)."
+    )
+
+
+def calibration_table(cal: dict) -> pd.DataFrame:
+    """Per model: temperature, Testing ECE and NLL before and after, and the uncertain flag's coverage
+    and error on Testing and its share of external misses flagged."""
+    rows = {}
+    for m in cal["models"].values():
+        t, ext = m["sets"]["testing"], m["sets"]["external"]["selective"]
+        rows[m["title"]] = {"temperature": m["temperature"], "Testing ECE before": t["before"]["ece"],
+                            "Testing ECE after": t["after"]["ece"], "Testing NLL before": t["before"]["nll"],
+                            "Testing NLL after": t["after"]["nll"], "Testing coverage": t["selective"]["coverage"],
+                            "Testing error kept": t["selective"]["error_kept"], "external misses": ext["misses"],
+                            "external misses flagged": ext["misses_flagged"]}
+    return pd.DataFrame(rows).T
+
+
+def calibration_sentence(cal: dict) -> str:
+    """What notebook 09 measured: the custom CNN's calibration and its uncertain flag."""
+    m = cal["models"]["custom_cnn"]
+    t, ext = m["sets"]["testing"], m["sets"]["external"]["selective"]
+    ci = t["after"]["ci95"]["ece"]
+    return (
+        f"Calibration (notebook 09): one temperature per model fitted on validation (T = {m['temperature']:.2f} for "
+        f"the custom CNN) takes its Testing ECE from {t['before']['ece']:.3f} to {t['after']['ece']:.3f} "
+        f"(95% CI {ci[0]:.3f}-{ci[1]:.3f}) without changing a prediction. The uncertain flag, set on validation, "
+        f"keeps {t['selective']['coverage']:.1%} of Testing at {t['selective']['error_kept']:.2%} error and marks "
+        f"{ext['misses_flagged']} of the {ext['misses']} external tumour images the model calls *notumor*."
     )
 
 

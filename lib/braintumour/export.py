@@ -1,0 +1,133 @@
+"""Notebooks exported for a reader: self-contained HTML and PDF with no code cells, a title, a
+table of contents, numbered figures with captions, tables that fit the page, and page numbers.
+
+The executed notebooks in `reports/executed/` keep the code; these exports are what a thesis
+reader or a radiologist opens. Chromium prints the HTML, so the PDF looks like the HTML and takes
+its title (the notebook's first heading) as its metadata title.
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import nbformat
+from nbconvert import HTMLExporter
+
+from braintumour import files
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+# A figure a cell saves (`reporting.save_figure(fig, "name")`) or shows (the results notebook's
+# `figure("name")`): the name is the call's last argument, a plain string.
+SAVED_FIGURE = re.compile(r"""(?:save_figure\(|(?<![\w.])figure\()[^;]*?["']([\w.-]+)["']\s*\)\s*;?[ \t]*$""", re.M)
+# Page margins with the page number in the footer (CSS page-margin boxes, Chromium 131 and later);
+# tables shrink and wrap rather than run off the page.
+PRINT_CSS = """
+@page { size: A4; margin: 18mm 14mm 18mm 14mm;
+        @bottom-center { content: counter(page) " / " counter(pages); font: 9pt sans-serif; color: #555; } }
+body { font-size: 10.5pt; }
+pre { white-space: pre-wrap; word-break: break-word; }
+table { font-size: 8pt; max-width: 100%; border-collapse: collapse; }
+td, th { word-break: normal; overflow-wrap: anywhere; padding: 2px 4px; }
+.jp-RenderedHTMLCommon table { table-layout: auto; }
+img { max-width: 100%; height: auto; page-break-inside: avoid; }
+.figure-caption { font-size: 9pt; color: #333; margin: 2px 0 14px 0; }
+nav.toc { border: 1px solid #ccc; padding: 6px 14px; margin: 10px 0 18px 0; font-size: 10pt; }
+nav.toc ol { margin: 4px 0; }
+"""
+
+
+def title_of(nb: nbformat.NotebookNode, fallback: str) -> str:
+    """The notebook's first level-1 heading, without Markdown."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            m = re.search(r"^#\s+(.+)$", cell.source, re.M)
+            if m:
+                return re.sub(r"[`*_]", "", m.group(1)).strip()
+    return fallback
+
+
+def _for_reader(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy of `nb` without stderr output, in which every figure a cell saved
+    (`reporting.save_figure(..., "name")`) is followed by a numbered caption naming its file."""
+    nb, n = copy.deepcopy(nb), 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        # warnings and progress bars are for whoever runs the notebook, not for its reader
+        cell.outputs = [o for o in cell.get("outputs", []) if o.get("name") != "stderr"]
+        names = SAVED_FIGURE.findall(cell.source)
+        images = [i for i, o in enumerate(cell.get("outputs", [])) if "image/png" in o.get("data", {})]
+        for i, name in reversed(list(zip(images, names, strict=False))):
+            n_here = n + images.index(i) + 1
+            caption = f"Figure {n_here}: `reports/figures/{name}.pdf` (and `.png`)."
+            cell.outputs.insert(i + 1, nbformat.v4.new_output("display_data", data={"text/markdown": caption}))
+        n += min(len(images), len(names)) if names else 0
+    return nb
+
+
+def _table_of_contents(body: str) -> str:
+    """An ordered list of links to the level-2 headings nbconvert gave ids to."""
+    heads = re.findall(r'<h2 id="([^"]+)">(.*?)(?:<a class="anchor-link".*?</a>)?</h2>', body, re.S)
+    if not heads:
+        return ""
+    items = "".join(f'<li><a href="#{i}">{re.sub("<[^>]+>", "", t)}</a></li>' for i, t in heads)
+    return f'<nav class="toc"><strong>Contents</strong><ol>{items}</ol></nav>'
+
+
+def export_html(executed: Path, html_path: Path) -> Path:
+    """Self-contained HTML (figures embedded) without code cells or prompts, titled by the
+    notebook's first heading, with a table of contents after it and captioned figures."""
+    nb = _for_reader(nbformat.read(executed, as_version=4))
+    title = title_of(nb, executed.stem)
+    exporter = HTMLExporter(embed_images=True, exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+    body = body.replace("</head>", f"<style>{PRINT_CSS}</style></head>", 1)
+    body = re.sub(r"<title>.*?</title>", f"<title>{html.escape(title)}</title>", body, count=1, flags=re.S)
+    toc = _table_of_contents(body)
+    body = re.sub(r"(</h1>)", r"\1" + toc.replace("\\", "\\\\"), body, count=1)
+    body = body.replace('<div class="jp-RenderedMarkdown jp-MarkdownOutput jp-OutputArea-output" '
+                        'data-mime-type="text/markdown">\n<p>Figure ',
+                        '<div class="jp-RenderedMarkdown jp-MarkdownOutput jp-OutputArea-output figure-caption" '
+                        'data-mime-type="text/markdown">\n<p>Figure ')
+    return files.write_text(html_path, body)
+
+
+def find_chromium() -> str:
+    for name in CHROMIUM_NAMES:
+        path = shutil.which(name)
+        if path:
+            return path
+    raise RuntimeError("no Chromium found for the PDF export: run `make pdf-tools` (installs Debian's chromium)")
+
+
+def export_pdf(html_path: Path, pdf_path: Path) -> Path:
+    """Print the self-contained HTML to PDF with headless Chromium (a real browser engine, so the
+    PDF looks like the HTML: figures, tables and all)."""
+    chromium = find_chromium()
+    pdf_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="chromium-") as profile, files.atomic_path(pdf_path) as tmp:
+        # The flags keep a root, offline, display-less Chromium from trying the network or a sandbox;
+        # Chromium's own header and footer (date, file URL) are off, the page numbers come from PRINT_CSS.
+        cmd = [
+            chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={profile}", "--no-pdf-header-footer", "--run-all-compositor-stages-before-draw",
+            "--virtual-time-budget=10000", f"--print-to-pdf={tmp}", html_path.resolve().as_uri(),
+        ]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        if result.returncode != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
+            raise RuntimeError(f"PDF export of {html_path} failed: {result.stderr.strip()[-500:]}")
+    return pdf_path
+
+
+def export(executed: Path, reports: Path) -> tuple[Path, Path]:
+    """HTML and PDF of an executed notebook into `<reports>/html/` and `<reports>/pdf/`."""
+    html_path = export_html(executed, reports / "html" / executed.with_suffix(".html").name)
+    return html_path, export_pdf(html_path, reports / "pdf" / executed.with_suffix(".pdf").name)

@@ -1,0 +1,53 @@
+"""The reader's exports: no code, a title, contents, captioned figures, page numbers, a PDF title."""
+
+import base64
+import io
+import re
+import subprocess
+
+import matplotlib.pyplot as plt
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+from braintumour import export
+
+
+def _png() -> str:
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [0, 1])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _executed(tmp_path):
+    code = new_code_cell('secret_code_line = 1\nreporting.save_figure(fig, "demo_curve")')
+    code.outputs = [new_output("stream", name="stderr", text="FutureWarning: noise for the runner\n"),
+                    new_output("display_data", data={"image/png": _png(), "text/plain": "<Figure>"})]
+    table = new_code_cell("frame")
+    table.outputs = [new_output("execute_result", data={"text/html": "<table><tr><td>a cell</td></tr></table>",
+                                                        "text/plain": "a cell"}, execution_count=2)]
+    nb = new_notebook(cells=[new_markdown_cell("# 42 · A *demo* notebook\n\nWhat it shows."),
+                             new_markdown_cell("## First part"), code, new_markdown_cell("## Second part"), table])
+    path = tmp_path / "42_demo.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_html_for_a_reader_has_no_code_and_has_title_contents_and_captions(tmp_path):
+    html = export.export_html(_executed(tmp_path), tmp_path / "out.html").read_text()
+    assert "secret_code_line" not in html and "noise for the runner" not in html
+    assert "<title>42 · A demo notebook</title>" in html
+    assert 'href="#First-part"' in html and 'href="#Second-part"' in html
+    assert "Figure 1" in html and "reports/figures/demo_curve.pdf" in html
+    assert "a cell" in html  # outputs stay
+
+
+def test_pdf_carries_the_title_and_page_numbers(tmp_path):
+    html = export.export_html(_executed(tmp_path), tmp_path / "out.html")
+    pdf = export.export_pdf(html, tmp_path / "out.pdf")
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
+    assert "Title:           42 · A demo notebook" in info
+    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    assert re.search(r"^1\s*/\s*1$", text, re.M) and "secret_code_line" not in text  # the page-number footer
