@@ -48,7 +48,7 @@ class TrainConfig:
     # training images (`checkpoints.reestimate_batchnorm`) whenever the run is loaded (`runs.train_or_load`).
     # A run's own statistics are momentum averages over augmented batches (intensity jitter, zero-padded
     # warps), taken while the weights still moved; at inference the model sees clean images. Replaying the
-    # custom CNN's seeds (`benchmarks/checkpoint_selection.py`) found fewer Testing errors with the same
+    # custom CNN's seeds (`experiments/checkpoint_selection.py`) found fewer Testing errors with the same
     # checkpoints, for the mask-guided model too (docs/experiments.md); not for the baselines
     # (`baseline_config`). A step after training, so not part of the run key: a finished run is not
     # retrained for it. None: the statistics as trained.
@@ -70,7 +70,7 @@ class TrainConfig:
 
 def custom_cnn_config(params: dict, seed: int, class_weighting: str = "inverse", **overrides) -> TrainConfig:
     """The custom CNN's training recipe from a profile's parameters (`profiles.get_profile`), with
-    `TrainConfig` fields overridden: notebook 03 and `benchmarks/screen_recipe.py` build it here, so a
+    `TrainConfig` fields overridden: notebook 03 and `experiments/screen_recipe.py` build it here, so a
     screened recipe and the notebook's share one run cache key; notebooks 06 (patient folds, a fixed
     number of steps) and 07 (the mask-guided model) too, so every custom-CNN run trains with the same recipe."""
     return TrainConfig(**{"model": "custom_cnn", "model_kwargs": {"width": params["width"]},

@@ -121,7 +121,7 @@ def train(
     and `history.csv`. If `run_dir/last.pt` exists with the same config, training resumes from it.
     `stop_after_epochs` simulates an interruption (used by the resume test). `on_epoch_end(epoch, model)`
     is called after each epoch's checkpoints, the model in eval mode; it must not draw random numbers
-    (`benchmarks/checkpoint_selection.py` uses it to look at every epoch's weights).
+    (`experiments/checkpoint_selection.py` uses it to look at every epoch's weights).
     """
     run_dir = Path(run_dir)
     device = _training_device(cfg)

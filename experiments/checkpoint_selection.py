@@ -2,7 +2,7 @@
 
 A run keeps the epoch with the best validation macro-F1 (`train.train`). Validation has 572 images, so
 the best epoch is often best by one image, and ties go to the earliest. This script retrains the
-recipe's seeds (deterministic: the same weights as notebook 03's cached runs, which it checks) with
+recipe's seeds (deterministic: a seed trains the same weights as notebook 03's run of it) with
 `train(on_epoch_end=...)` recording every epoch's validation and Testing probabilities from
 `--from-epoch` on, then prints the Testing errors each rule would have given:
 - best validation macro-F1, earliest epoch (the rule in use) and latest epoch among ties;
@@ -12,37 +12,38 @@ recipe's seeds (deterministic: the same weights as notebook 03's cached runs, wh
 - the averaged weights of the last k epochs, BatchNorm statistics re-estimated on the training
   images (stochastic weight averaging's recipe, Izmailov et al., 2018; `torch.optim.swa_utils`).
 The probabilities and each recorded epoch's weights are saved under data/interim/checkpoint_selection/
-(git-ignored) so the rules can be re-scored with `--score-only`. A diagnosis for choosing a rule, not
-a result the notebooks report.
+(git-ignored; `--work DIR` elsewhere) so the rules can be re-scored with `--score-only`. A diagnosis for
+choosing a rule, not a result the notebooks report. Prints one JSON line per seed and the sums; writes
+them, each rule's chosen epochs and Testing errors and each seed's config, to
+`experiments/results/checkpoint_selection[-<overrides>].json`.
 
-    .venv/bin/python benchmarks/checkpoint_selection.py --seeds 0,1,2
-    .venv/bin/python benchmarks/checkpoint_selection.py --seeds 0,1,2 --score-only
+    .venv/bin/python experiments/checkpoint_selection.py --seeds 0,1,2
+    .venv/bin/python experiments/checkpoint_selection.py --seeds 0,1,2 --score-only
+    .venv/bin/python experiments/checkpoint_selection.py --profile smoke --from-epoch 1 --work /tmp/cs --out /tmp/r
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
 from pathlib import Path
 
+import common
 import numpy as np
 import torch
 import torch.nn.functional as F
-from screen_recipe import RecipeData, load_recipe_data, override
+from common import RecipeData
 from sklearn.metrics import f1_score
 
 from braintumour import config, evaluate, splits
 from braintumour.checkpoints import read_checkpoint, reestimate_batchnorm
 from braintumour.models import build_model
-from braintumour.profiles import get_profile
-from braintumour.recipes import custom_cnn_config
 from braintumour.train import train
 
 
-def replay(p: dict, seed: int, overrides: dict, from_epoch: int, out: Path, d: RecipeData) -> None:
-    cfg = custom_cnn_config(p, seed, **overrides)
+def replay(seed: int, overrides: dict, from_epoch: int, out: Path, d: RecipeData) -> None:
+    cfg = common.recipe_config(d, seed, overrides)
     weights = splits.class_weights(d.labels[d.split.train], cfg.class_weighting)
     epochs, val, test = [], [], []
 
@@ -85,11 +86,11 @@ def score(path: Path, ks: tuple[int, ...] = (3, 5)) -> dict:
     return {"errors_by_epoch": {int(e): test_errors(t) for e, t in zip(epochs, test, strict=True)}, "rules": rules}
 
 
-def averaged_weights_proba(out: Path, seed: int, epochs: list[int], p: dict, overrides: dict,
+def averaged_weights_proba(out: Path, seed: int, epochs: list[int], overrides: dict,
                            d: RecipeData) -> tuple[np.ndarray, np.ndarray]:
     """(validation, Testing) probabilities of the mean of the given epochs' weights, BatchNorm's statistics
     re-estimated on the un-augmented Training images (one epoch: that epoch's weights, only BN redone)."""
-    cfg = custom_cnn_config(p, seed, **overrides)
+    cfg = common.recipe_config(d, seed, overrides)
     states = [read_checkpoint(out / f"seed{seed}-weights" / f"epoch{e}.pt") for e in epochs]
     model = build_model(cfg.model, **cfg.model_kwargs)
     model.load_state_dict({k: torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype)
@@ -102,25 +103,27 @@ def errors(proba: np.ndarray, labels: np.ndarray) -> int:
     return int((proba.argmax(1) != labels).sum())
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("overrides", nargs="*", type=override, help="TrainConfig fields as FIELD=JSON")
-    ap.add_argument("--profile", default="cpu")
-    ap.add_argument("--seeds", type=lambda t: [int(s) for s in t.split(",")], default=[0])
+def main(argv: list[str] | None = None) -> int:
+    ap = common.parser(__doc__.splitlines()[0], runs_root=False)
     ap.add_argument("--from-epoch", type=int, default=26, help="first epoch whose probabilities are kept")
     ap.add_argument("--score-only", action="store_true", help="re-score the saved probabilities")
     ap.add_argument("--every-epoch", action="store_true",
                     help="also re-estimate BatchNorm for every recorded epoch and select on validation after it")
-    args = ap.parse_args()
-    p, overrides = get_profile(args.profile), dict(args.overrides)
+    ap.add_argument("--work", type=Path, default=None,
+                    help="folder for the recorded probabilities and weights "
+                         "(default: data/interim/checkpoint_selection)")
+    args = ap.parse_args(argv)
+    overrides = common.overrides_of(args)
     tag = "-".join(f"{k}={json.dumps(v, sort_keys=True)}" for k, v in sorted(overrides.items())) or "recipe"
-    out = config.interim_dir() / "checkpoint_selection" / f"{args.profile}-{tag}".replace("/", "_").replace(" ", "")
+    work = args.work or config.interim_dir() / "checkpoint_selection"
+    out = work / f"{args.profile}-{tag}".replace("/", "_").replace(" ", "")
     out.mkdir(parents=True, exist_ok=True)
     totals: dict[str, int] = {}
-    data_for_bn = load_recipe_data(p, overrides)  # one load for the replays and the re-scoring
+    per_seed = []
+    data_for_bn = common.load_recipe_data(args.profile, overrides)  # one load for the replays and the re-scoring
     for seed in args.seeds:
         if not args.score_only:
-            replay(p, seed, overrides, args.from_epoch, out, data_for_bn)
+            replay(seed, overrides, args.from_epoch, out, data_for_bn)
         result = score(out / f"seed{seed}.npz")
         epochs = sorted(result["errors_by_epoch"])
         best_epoch, last = result["rules"]["best_val_f1_earliest"][0], epochs[-1]
@@ -128,11 +131,11 @@ def main() -> int:
         bn_rules = {"best_val_f1_bn_reestimated": [best_epoch], "last_epoch_bn_reestimated": [last]}
         bn_rules |= {f"weights_mean_of_last_{k}": epochs[-k:] for k in (3, 5, 10)}
         for rule, chosen in bn_rules.items():
-            val, test = averaged_weights_proba(out, seed, chosen, p, overrides, data_for_bn)
+            val, test = averaged_weights_proba(out, seed, chosen, overrides, data_for_bn)
             result["rules"][rule] = (f"{chosen[0]}-{chosen[-1]}, validation errors {errors(val, yv)}",
                                      errors(test, yt))
         if args.every_epoch:  # BN re-estimated after every epoch, then the best validation macro-F1
-            redone = {e: averaged_weights_proba(out, seed, [e], p, overrides, data_for_bn) for e in epochs}
+            redone = {e: averaged_weights_proba(out, seed, [e], overrides, data_for_bn) for e in epochs}
             f1 = {e: f1_score(yv, v.argmax(1), average="macro") for e, (v, _) in redone.items()}
             pick = min(e for e in epochs if f1[e] == max(f1.values()))
             result["rules"]["bn_reestimated_every_epoch_best_val_f1"] = (pick, errors(redone[pick][1], yt))
@@ -140,7 +143,14 @@ def main() -> int:
         for rule, (_, n) in result["rules"].items():
             totals[rule] = totals.get(rule, 0) + n
         print(json.dumps({"seed": seed, **result}), flush=True)
-    print(json.dumps({"seeds": args.seeds, "overrides": overrides, "test_errors_summed": totals}))
+        rules = {rule: {"chosen": chosen, "test_errors": n} for rule, (chosen, n) in result["rules"].items()}
+        per_seed.append({"seed": seed, **result, "rules": rules,
+                         "config": common.recipe_config(data_for_bn, seed, overrides).to_dict()})
+    print(json.dumps({"seeds": args.seeds, "overrides": overrides, "test_errors_summed": totals}), flush=True)
+    common.write_result(args, common.result_name("checkpoint_selection", overrides), data_for_bn.dataset.fingerprint,
+                        overrides=overrides, seeds=args.seeds, from_epoch=args.from_epoch,
+                        score_only=args.score_only, work=str(out), test_images=len(data_for_bn.split.test),
+                        test_errors_summed=totals, per_seed=per_seed)
     return 0
 
 
