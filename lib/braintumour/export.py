@@ -33,7 +33,7 @@ PRINT_CSS = """
 body { font-size: 10.5pt; }
 pre { white-space: pre-wrap; word-break: break-word; }
 table { font-size: 8pt; max-width: 100%; border-collapse: collapse; }
-td, th { word-break: normal; overflow-wrap: anywhere; padding: 2px 4px; }
+td, th { word-break: normal; overflow-wrap: break-word; hyphens: manual; padding: 2px 4px; }
 .jp-RenderedHTMLCommon table { table-layout: auto; }
 img { max-width: 100%; height: auto; page-break-inside: avoid; }
 .figure-caption { font-size: 9pt; color: #333; margin: 2px 0 14px 0; }

@@ -64,13 +64,10 @@ class BrainTumourCNN(nn.Module):
     - Global average pooling, dropout, one linear layer: no large dense head (the source of most
       parameters and overfitting in VGG-style networks); also what makes CAMs meaningful.
     - The stem's first conv has `stem_width` = 16 channels whatever the width: oneDNN blocks channels by
-      16, and with w = 40's w/2 = 20 the BatchNorm backward pass on the 64 x 64 maps was most of a
-      12% slower bfloat16 step (0.262 s against 0.231 s, batch 64, 128 px, the 2-core EPYC;
-      `benchmarks/cpu_precision.py --kwargs`). At w = 32, w/2 is 16 anyway.
-    With w = 32 (the profiles' `width`) this is 0.93 M parameters and about 100 M multiply-adds at 128 px.
-    w = 40 (1.45 M) with this stem, 40 bfloat16 epochs in the same 13 minutes as w = 32's 50, made 14, 16
-    and 13 Testing errors on seeds 0-2 against w = 32's 10, 17 and 13 (both with weight decay 5e-4, the
-    recipe then): no gain (README, "How the custom CNN is trained").
+      16, and a stem of w/2 = 20 channels (w = 40) made the BatchNorm backward pass on the 64 x 64 maps
+      the slowest part of a bfloat16 step (`benchmarks/cpu_precision.py --kwargs`). At w = 32, w/2 is 16.
+    With w = 32 (the profiles' `width`) this is 0.93 M parameters and about 100 M multiply-adds at 128 px;
+    a wider one did no better in the same minutes (docs/experiments.md).
     A second residual block in stage 2 and squeeze-excitation gates (Hu et al., 2018) were screened with
     this recipe and did not help (docs/experiments.md), so the network keeps one plain block per stage.
     """

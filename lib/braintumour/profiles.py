@@ -40,30 +40,28 @@ PROFILES: dict[str, dict[str, Any]] = {
     "cpu": {
         "image_size": 128,
         "per_class_limit": None,
-        # The custom CNN's epochs: 50 took 10.6-12.7 min per seed (budget: 15) in bfloat16 on the 2-core
-        # AVX-512-BF16 EPYC (12-15 s an epoch; about 18 min in float32). The 20 float32 epochs before
-        # were sized for an earlier AVX2-only machine (33-45 s an epoch there).
+        # The custom CNN's epochs: what fits a seed in about a quarter of an hour on a 2-core CPU with
+        # native bfloat16 (docs/running.md); the accuracy came from the epochs (docs/experiments.md).
         "epochs": 50,
-        # The custom CNN's width (BrainTumourCNN's w): 32 is 0.93 M parameters. Width 40 (1.45 M, under #3's
-        # 1.5 M) in 40 epochs, the same 13 minutes, was screened and made no fewer Testing errors (README).
+        # The custom CNN's width (BrainTumourCNN's w): 32 is 0.93 M parameters; a wider network in the
+        # same minutes did no better (docs/experiments.md).
         "width": 32,
         # AdamW's decoupled weight decay for the custom CNN. TrainConfig's 5e-4 shrinks the weights by
-        # lr x 5e-4 a step (1.5e-6 at the peak rate), in effect no decay; 0.05 (the ConvNeXt/DeiT value)
-        # made 33 Testing errors over seeds 0-2 (10, 12, 11) against 40 (10, 17, 13) (README).
+        # lr x 5e-4 a step (1.5e-6 at the peak rate), in effect no decay; 0.05 is the ConvNeXt/DeiT value
+        # (its screen: docs/experiments.md).
         "weight_decay": 0.05,
         "device": None,
         "precision": "auto",
         # TrainConfig.reestimate_bn for the custom CNN (plain and mask-guided; `custom_cnn_config`): the kept
-        # checkpoint's BatchNorm statistics recomputed over the un-augmented training images. Its Testing
-        # errors over seeds 0-2, the same checkpoints, 33 -> 28 (README). Not for the baselines (`baseline_config`).
+        # checkpoint's BatchNorm statistics recomputed over the un-augmented training images, since the
+        # trained ones average augmented batches (docs/experiments.md). Not for the baselines (`baseline_config`).
         "reestimate_bn": True,
         "batch_size": 64,
         "seeds": [0, 1, 2],
         "ablation_seeds": [0, 1, 2],  # class weighting off, the same 3 seeds as on
         # Early stopping in effect off: under the one-cycle schedule validation macro-F1 is noisy while the
-        # learning rate is high, and a patience of 8 stopped a 50-epoch run at epoch 32 (its best: 24, 98.2%
-        # on validation; a 40-epoch run with the same seed, to the end: 99.8%). The best-validation
-        # checkpoint is still the one kept.
+        # learning rate is high, and a short patience stops a run before the rate has come down
+        # (docs/experiments.md). The best-validation checkpoint is still the one kept.
         "patience": 50,
         # "The same CPU time for every model": each baseline takes the optimiser steps that fitted in the
         # 15 minutes of one custom-CNN seed on the 2-core AVX-512-BF16 machine, where the committed runs

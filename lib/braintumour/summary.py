@@ -286,17 +286,24 @@ def calibration_table(cal: dict) -> pd.DataFrame:
 
 
 def calibration_sentence(cal: dict) -> str:
-    """What notebook 09 measured: the custom CNN's calibration and its uncertain flag."""
+    """What notebook 09 measured: the custom CNN's calibration and its uncertain flag, and the flag
+    of `predict`'s default model where notebook 08 wrote one."""
     m = cal["models"]["custom_cnn"]
     t, ext = m["sets"]["testing"], m["sets"]["external"]["selective"]
     ci = t["after"]["ci95"]["ece"]
-    return (
+    text = (
         f"Calibration (notebook 09): one temperature per model fitted on validation (T = {m['temperature']:.2f} for "
         f"the custom CNN) takes its Testing ECE from {t['before']['ece']:.3f} to {t['after']['ece']:.3f} "
         f"(95% CI {ci[0]:.3f}-{ci[1]:.3f}) without changing a prediction. The uncertain flag, set on validation, "
         f"keeps {t['selective']['coverage']:.1%} of Testing at {t['selective']['error_kept']:.2%} error and marks "
-        f"{ext['misses_flagged']} of the {ext['misses']} external tumour images the model calls *notumor*."
+        f"{ext['misses_flagged']} of the {ext['misses']} held-out external tumour images the model calls *notumor*"
     )
+    shipped = cal["models"].get("custom_cnn_external")
+    if shipped:
+        st, se = shipped["sets"]["testing"]["selective"], shipped["sets"]["external"]["selective"]
+        text += (f"; for `predict`'s default model, {se['misses_flagged']} of its {se['misses']} at "
+                 f"{st['coverage']:.1%} Testing coverage")
+    return text + "."
 
 
 def mask_guided_sentence(guided: dict) -> str:
