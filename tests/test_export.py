@@ -26,8 +26,9 @@ def _executed(tmp_path):
     code.outputs = [new_output("stream", name="stderr", text="FutureWarning: noise for the runner\n"),
                     new_output("display_data", data={"image/png": _png(), "text/plain": "<Figure>"})]
     table = new_code_cell("frame")
-    table.outputs = [new_output("execute_result", data={"text/html": "<table><tr><td>a cell</td></tr></table>",
-                                                        "text/plain": "a cell"}, execution_count=2)]
+    wide = "".join(f"<th>column number {i}</th>" for i in range(14)) + "<th>LASTCOLUMN</th>"
+    table.outputs = [new_output("execute_result", data={"text/html": f"<table><tr>{wide}</tr><tr><td>a cell</td>"
+                                                        "</tr></table>", "text/plain": "a cell"}, execution_count=2)]
     nb = new_notebook(cells=[new_markdown_cell("# 42 · A *demo* notebook\n\nWhat it shows."),
                              new_markdown_cell("## First part"), code, new_markdown_cell("## Second part"), table])
     path = tmp_path / "42_demo.ipynb"
@@ -51,3 +52,4 @@ def test_pdf_carries_the_title_and_page_numbers(tmp_path):
     assert "Title:           42 · A demo notebook" in info
     text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     assert re.search(r"^1\s*/\s*1$", text, re.M) and "secret_code_line" not in text  # the page-number footer
+    assert "LASTCOLUMN" in re.sub(r"\s", "", text)  # a table wider than the page is fitted to it, not cut off

@@ -39,6 +39,16 @@ img { max-width: 100%; height: auto; page-break-inside: avoid; }
 .figure-caption { font-size: 9pt; color: #333; margin: 2px 0 14px 0; }
 nav.toc { border: 1px solid #ccc; padding: 6px 14px; margin: 10px 0 18px 0; font-size: 10pt; }
 nav.toc ol { margin: 4px 0; }
+.jp-OutputArea-output { overflow: visible !important; }
+"""
+# A table wider than the printed page (A4 less margins, about 680 CSS px) is laid out to the page's
+# width in a smaller type, its cells wrapping, instead of running off the right edge.
+FIT_TABLES_JS = """
+window.addEventListener("load", () => {
+  for (const t of document.querySelectorAll("table")) {
+    if (t.scrollWidth > 680) { t.style.tableLayout = "fixed"; t.style.width = "100%"; t.style.fontSize = "6.5pt"; }
+  }
+});
 """
 
 
@@ -88,7 +98,7 @@ def export_html(executed: Path, html_path: Path) -> Path:
     exporter = HTMLExporter(embed_images=True, exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
-    body = body.replace("</head>", f"<style>{PRINT_CSS}</style></head>", 1)
+    body = body.replace("</head>", f"<style>{PRINT_CSS}</style><script>{FIT_TABLES_JS}</script></head>", 1)
     body = re.sub(r"<title>.*?</title>", f"<title>{html.escape(title)}</title>", body, count=1, flags=re.S)
     toc = _table_of_contents(body)
     body = re.sub(r"(</h1>)", r"\1" + toc.replace("\\", "\\\\"), body, count=1)
