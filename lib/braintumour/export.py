@@ -71,13 +71,15 @@ def _for_reader(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
             continue
         # warnings and progress bars are for whoever runs the notebook, not for its reader
         cell.outputs = [o for o in cell.get("outputs", []) if o.get("name") != "stderr"]
-        names = SAVED_FIGURE.findall(cell.source)
-        images = [i for i, o in enumerate(cell.get("outputs", [])) if "image/png" in o.get("data", {})]
-        for i, name in reversed(list(zip(images, names, strict=False))):
-            n_here = n + images.index(i) + 1
-            caption = f"Figure {n_here}: `reports/figures/{name}.pdf` (and `.png`)."
-            cell.outputs.insert(i + 1, nbformat.v4.new_output("display_data", data={"text/markdown": caption}))
-        n += min(len(images), len(names)) if names else 0
+        images = [i for i, o in enumerate(cell.outputs) if "image/png" in o.get("data", {})]
+        captions = []
+        for i, name in zip(images, SAVED_FIGURE.findall(cell.source), strict=False):
+            n += 1
+            text = f"Figure {n}: <code>reports/figures/{html.escape(name)}.pdf</code> (and <code>.png</code>)."
+            captions.append((i, nbformat.v4.new_output("display_data", data={
+                "text/html": f'<p class="figure-caption">{text}</p>'})))
+        for i, caption in reversed(captions):  # from the last, so the earlier positions still hold
+            cell.outputs.insert(i + 1, caption)
     return nb
 
 
@@ -99,13 +101,7 @@ def export_html(executed: Path, html_path: Path) -> Path:
                             exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
     body = body.replace("</head>", f"<style>{PRINT_CSS}</style><script>{FIT_TABLES_JS}</script></head>", 1)
-    body = re.sub(r"<title>.*?</title>", f"<title>{html.escape(title)}</title>", body, count=1, flags=re.S)
-    toc = _table_of_contents(body)
-    body = re.sub(r"(</h1>)", r"\1" + toc.replace("\\", "\\\\"), body, count=1)
-    body = body.replace('<div class="jp-RenderedMarkdown jp-MarkdownOutput jp-OutputArea-output" '
-                        'data-mime-type="text/markdown">\n<p>Figure ',
-                        '<div class="jp-RenderedMarkdown jp-MarkdownOutput jp-OutputArea-output figure-caption" '
-                        'data-mime-type="text/markdown">\n<p>Figure ')
+    body = body.replace("</h1>", "</h1>" + _table_of_contents(body), 1)
     return files.write_text(html_path, body)
 
 

@@ -173,6 +173,11 @@ class PredictResult:
         return pd.DataFrame(self.rows, columns=["path", "prediction", *[f"p_{c}" for c in CLASSES], "uncertain",
                                                 "model", "temperature", "cam_png"])
 
+    @property
+    def temperature(self) -> float:
+        """The temperature the probabilities were scaled by: 1 for an uncalibrated model."""
+        return self.calibration.temperature if self.calibration else 1.0
+
     def provenance(self) -> str:
         """One line: which model and temperature produced the probabilities, and the flag's threshold."""
         c = self.calibration
@@ -207,7 +212,6 @@ def predict_files(
     model, payload = load_checkpoint(model_path)
     size = payload["config"]["image_size"]
     result = PredictResult(model=printable(model_path), calibration=load_calibration(model_path))
-    temperature = result.calibration.temperature if result.calibration else 1.0
     explainer = CamExplainer(model, cam_method) if out_dir is not None else None
     bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress or len(paths) < 2)
     for start in range(0, len(paths), batch_size):
@@ -237,7 +241,7 @@ def predict_files(
                     **{f"p_{c}": round(float(p[i]), 6) for i, c in enumerate(CLASSES)},
                     "uncertain": flag,
                     "model": result.model,
-                    "temperature": round(temperature, 6),
+                    "temperature": round(result.temperature, 6),
                     "cam_png": cam_png,
                 }
             )
@@ -259,7 +263,7 @@ def render(result: PredictResult, fmt: str) -> str:
     frame = result.frame()
     if fmt == "json":
         c = result.calibration
-        return json.dumps({"model": result.model, "temperature": c.temperature if c else 1.0,
+        return json.dumps({"model": result.model, "temperature": result.temperature,
                            "uncertain_below": c.uncertain_below if c else None, "calibrated": c is not None,
                            "predictions": frame.to_dict(orient="records"), "errors": result.errors}, indent=2)
     if fmt == "csv":
