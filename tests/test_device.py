@@ -17,10 +17,9 @@ def machine(monkeypatch):
     monkeypatch.delenv(device.DEVICE_ENV, raising=False)
 
     def set_(cuda: bool = False, mps: bool = False, cpu_bf16: bool = False, cuda_bf16: bool = True):
-        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+        monkeypatch.setattr(device, "accelerators", lambda: {"cpu": True, "cuda": cuda, "mps": mps})
         monkeypatch.setattr(device, "cpu_native_bf16", lambda: cpu_bf16)
-        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: cuda_bf16)
+        monkeypatch.setattr(device, "cuda_native_bf16", lambda: cuda_bf16)
 
     return set_
 

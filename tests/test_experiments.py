@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import ast
 import json
-import subprocess
+import runpy
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,13 +28,25 @@ TESTED = {"screen_recipe", "seed_errors", "refit_train_val", "checkpoint_selecti
           "figshare_rebuilt_release"}
 
 
-def run(script: str, *args: str | Path) -> tuple[list[dict], str]:
-    """Run experiments/<script>.py; its JSON lines and its whole stdout."""
-    proc = subprocess.run([sys.executable, str(EXPERIMENTS / f"{script}.py"), *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    return lines, proc.stdout
+@pytest.fixture
+def run(capsys, monkeypatch) -> Callable[..., tuple[list[dict], str]]:
+    """Run experiments/<script>.py as `python experiments/<script>.py ARGS` would (its folder first on
+    sys.path, the arguments in sys.argv, run as __main__), in this process: a new interpreter would
+    spend seconds on importing torch again for each one. Returns its JSON lines and its whole stdout."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    monkeypatch.chdir(ROOT)
+
+    def run_script(script: str, *args: str | Path) -> tuple[list[dict], str]:
+        path = EXPERIMENTS / f"{script}.py"
+        monkeypatch.setattr(sys, "argv", [str(path), *map(str, args)])
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            runpy.run_path(str(path), run_name="__main__")
+        stdout, stderr = capsys.readouterr()
+        assert exit_.value.code == 0, stdout[-3000:] + stderr[-3000:]
+        return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")], stdout
+
+    return run_script
 
 
 def result(out: Path, name: str, stdout: str, profile: str = "smoke") -> dict:
@@ -71,7 +84,7 @@ def test_every_experiment_is_smoke_tested_and_imports_no_other():
 
 
 @pytest.mark.slow
-def test_screen_recipe(runs_root, out):
+def test_screen_recipe(runs_root, out, run):
     lines, stdout = run("screen_recipe", "--profile", "smoke", "--seeds", "0", "--runs", runs_root, "--out", out)
     r = result(out, "screen_recipe", stdout)
     assert r["seeds"] == [0] and r["overrides"] == {} and r["split"]["test"] == SMOKE_TEST
@@ -84,7 +97,7 @@ def test_screen_recipe(runs_root, out):
 
 
 @pytest.mark.slow
-def test_screen_recipe_overrides_name_their_result(runs_root, out):
+def test_screen_recipe_overrides_name_their_result(runs_root, out, run):
     # epochs=1: one more, cheaper run; the overrides name the result file and are in the config
     lines, stdout = run("screen_recipe", "--profile", "smoke", "--seeds", "0", "epochs=1", "--runs", runs_root,
                         "--out", out)
@@ -94,7 +107,7 @@ def test_screen_recipe_overrides_name_their_result(runs_root, out):
 
 
 @pytest.mark.slow
-def test_seed_errors(runs_root, out):
+def test_seed_errors(runs_root, out, run):
     lines, stdout = run("seed_errors", "--profile", "smoke", "--seeds", "0", "--runs", runs_root, "--out", out)
     r = result(out, "seed_errors", stdout)
     (row,) = r["runs"]
@@ -106,7 +119,7 @@ def test_seed_errors(runs_root, out):
 
 
 @pytest.mark.slow
-def test_refit_train_val(runs_root, out):
+def test_refit_train_val(runs_root, out, run):
     lines, stdout = run("refit_train_val", "--profile", "smoke", "--seeds", "0", "--runs", runs_root, "--out", out)
     r = result(out, "refit_train_val", stdout)
     (row,) = r["runs"]
@@ -118,7 +131,7 @@ def test_refit_train_val(runs_root, out):
 
 
 @pytest.mark.slow
-def test_checkpoint_selection(tmp_path, out):
+def test_checkpoint_selection(tmp_path, out, run):
     lines, stdout = run("checkpoint_selection", "--profile", "smoke", "--seeds", "0", "--from-epoch", "1",
                         "--work", tmp_path, "--out", out)
     r = result(out, "checkpoint_selection", stdout)
@@ -135,7 +148,7 @@ def test_checkpoint_selection(tmp_path, out):
 
 
 @pytest.mark.slow
-def test_external_variants(out):
+def test_external_variants(out, run):
     lines, stdout = run("external_variants", "partial_label", "--profile", "smoke", "--seeds", "0", "--out", out)
     r = result(out, "external_variants-partial_label", stdout)
     assert "+" in r["data_fingerprint"]  # Kaggle and Br35H
@@ -145,7 +158,7 @@ def test_external_variants(out):
     assert row["config"]["partial_label_weight"] == 1.0 and 0 <= row["br35h_tune_detected"] <= 1
 
 
-def test_figshare_rebuilt_release(tmp_path, out):
+def test_figshare_rebuilt_release(tmp_path, out, run):
     _, stdout = run("figshare_rebuilt_release", "--limit", "6", "--work", tmp_path / "work", "--out", out)
     r = result(out, "figshare_rebuilt_release-limit6", stdout, profile="cpu")
     assert r["slices"] == r["masks_derived"] == r["masks_shipped"] == r["kaggle_files"] == 6

@@ -195,17 +195,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def _input_errors() -> tuple[type[Exception], ...]:
+    """The errors that mean bad or missing input, reported in one line rather than a traceback.
+    Imported only once something has failed: `checkpoints` imports torch, seconds that every
+    command (each notebook of `make reproduce` is one) would pay otherwise."""
     from braintumour.checkpoints import CheckpointError
     from braintumour.data import DataNotFoundError, DatasetLayoutError, ImageDecodeError
     from braintumour.download import DownloadError
     from braintumour.files import OutputPathError
 
+    return DataNotFoundError, DatasetLayoutError, ImageDecodeError, DownloadError, CheckpointError, OutputPathError
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataNotFoundError, DatasetLayoutError, ImageDecodeError, DownloadError, CheckpointError,
-            OutputPathError) as e:
+    except Exception as e:
+        if not isinstance(e, _input_errors()):
+            raise
         print(f"ERROR: {e}", file=sys.stderr)
         return 2
 

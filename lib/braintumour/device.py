@@ -24,25 +24,32 @@ class DeviceUnavailable(RuntimeError):
     """A device was asked for that this machine does not have."""
 
 
+def accelerators() -> dict[str, bool]:
+    """Which device types this machine has: the one place torch is asked (the tests pretend to be
+    other machines here, never by patching torch, whose compiler checks its own functions)."""
+    return {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+
+
 def choose_device(requested: str | None = None) -> torch.device:
     """The device to compute on: `$BRAINTUMOUR_DEVICE`, then `requested` (a profile's `device`),
     then "auto" (CUDA, then MPS, then CPU)."""
     name = os.environ.get(DEVICE_ENV) or requested or "auto"
+    available = accelerators()
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device(next(d for d in ("cuda", "mps", "cpu") if available[d]))
     try:
         device = torch.device(name)
     except RuntimeError as e:
         raise DeviceUnavailable(f"device {name!r} is not a torch device ({e}); use auto, cpu, cuda or mps") from e
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if not available.get(device.type, False):
         raise DeviceUnavailable(f"device {name!r} was asked for (${DEVICE_ENV} or the profile) but this machine "
                                 "has none; unset it or use auto")
     return device
+
+
+def cuda_native_bf16() -> bool:
+    """Whether this machine's CUDA GPU computes bfloat16 in hardware (Ampere and later)."""
+    return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
 def cpu_native_bf16() -> bool:
@@ -54,7 +61,7 @@ def native_bf16(device: torch.device | None = None) -> bool:
     """Whether `device` (default: the CPU) computes bfloat16 natively rather than emulating it."""
     device = device or torch.device("cpu")
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
+        return cuda_native_bf16()
     if device.type == "cpu":
         return cpu_native_bf16()
     return False  # MPS: float32, the precision every Apple GPU and torch release handles alike
@@ -100,12 +107,15 @@ def _cpu_model() -> str:
 
 
 def describe(device: torch.device, precision: str | None) -> dict:
-    """What a metrics file records about where its numbers were computed."""
+    """What a metrics file records about where its numbers were computed. `cpu_capability` is the
+    widest vector instruction set torch's CPU kernels use (AVX512, AVX2, ...): the same CPU model
+    gives other numbers when it is capped (`ATEN_CPU_CAPABILITY`, `ONEDNN_MAX_CPU_ISA`)."""
     return {
         "device": device.type,
         "device_name": device_name(device),
         "precision": "bfloat16" if precision == "bf16" else "float32",
         "native_bf16": native_bf16(device),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),
     }
 

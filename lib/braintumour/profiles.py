@@ -36,6 +36,13 @@ PROFILES: dict[str, dict[str, Any]] = {
         "pretrained_baselines": [],
         "fold_steps": {"custom_cnn": 4, "resnet50": 2, "custom_cnn_guided": 4},
         "external_limit": 24,  # Br35H images per part (notebook 08)
+        # Notebook 05's subsets of the masked Testing images: Score-CAM costs one forward pass per
+        # channel of the target layer, ROAD's imputation a sparse solve per image and step.
+        "scorecam_images": 8,
+        "baseline_scorecam_images": 1,
+        "baseline_cam_images": 8,
+        "road_images": 2,
+        "misclassified_shown": 12,  # images in notebook 05's figures of misclassified Testing images
     },
     "cpu": {
         "image_size": 128,
@@ -74,6 +81,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         # mask-guided CNN 1296-1648).
         "fold_steps": {"custom_cnn": 1860, "resnet50": 154, "custom_cnn_guided": 1568},
         "external_limit": None,
+        "scorecam_images": 120,
+        "baseline_scorecam_images": 8,
+        "baseline_cam_images": 619,
+        "road_images": 32,
+        "misclassified_shown": None,  # all of them
     },
     "full": {
         "image_size": 224,
@@ -94,6 +106,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "pretrained_baselines": ["vgg16_bn", "resnet50"],
         "fold_steps": None,
         "external_limit": None,
+        "scorecam_images": 619,
+        "baseline_scorecam_images": 619,
+        "baseline_cam_images": 619,
+        "road_images": 200,
+        "misclassified_shown": None,
     },
 }
 

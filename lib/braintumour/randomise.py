@@ -18,14 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from monai.transforms import (
-    RandBiasField,
-    RandGaussianSmooth,
-    RandGibbsNoise,
-    RandHistogramShift,
-    RandRicianNoise,
-    RandSimulateLowResolution,
-)
 from PIL import Image
 
 HEAD_LEVEL = 0.05  # intensities above this (of 1) count as head, below as background, for the inversion
@@ -47,6 +39,17 @@ class Randomise:
     share: float = 0.5  # of each batch; the rest stays as acquired, so the Kaggle look is still learnt
 
     def __post_init__(self) -> None:
+        # Imported here: `import monai` loads all of MONAI (its apps, bundles and networks), about 6 s
+        # that every notebook, test and command importing the training loop would pay otherwise.
+        from monai.transforms import (
+            RandBiasField,
+            RandGaussianSmooth,
+            RandGibbsNoise,
+            RandHistogramShift,
+            RandRicianNoise,
+            RandSimulateLowResolution,
+        )
+
         self.steps = [
             RandHistogramShift(num_control_points=(4, 8), prob=self.remap),
             RandBiasField(coeff_range=(0.0, 0.4), degree=3, prob=self.bias_field),
