@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from braintumour import data
+from braintumour.__main__ import main
 from braintumour.config import CLASSES, SPLITS
 
 
@@ -48,3 +49,14 @@ def make_mini_dataset(real_dir: Path, dest: Path, per_class: int = 2) -> Path:
 @pytest.fixture()
 def mini_dataset(real_dir: Path, tmp_path: Path) -> Path:
     return make_mini_dataset(real_dir, tmp_path / "mini" / "brain-tumor-mri")
+
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    """`python -m braintumour ARGV` in-process: (exit status, stdout, stderr). An exception escaping
+    `main` (a traceback for the user) fails the test right here."""
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse
+        rc = e.code
+    out, err = capsys.readouterr()
+    return rc, out, err

@@ -23,12 +23,12 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from conftest import cli
 from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from braintumour import data, download, files, predict, summary
-from braintumour.__main__ import main
 from braintumour.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
 from braintumour.config import CLASSES, EXPECTED_COUNTS, SPLITS
 from braintumour.models import build_model
@@ -54,17 +54,6 @@ def model_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def real_image(real_dir) -> Path:
     return sorted((real_dir / "Testing" / "glioma").iterdir())[0]
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    """`python -m braintumour ARGV` in-process: (exit status, stdout, stderr). An exception escaping
-    `main` (a traceback for the user) fails the test right here."""
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as e:  # argparse
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def run(*argv, cwd=ROOT, timeout=300) -> subprocess.CompletedProcess:

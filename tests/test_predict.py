@@ -11,13 +11,13 @@ import pandas as pd
 import pydicom
 import pytest
 import torch
+from conftest import cli
 from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from braintumour import data, predict
-from braintumour.__main__ import main
 from braintumour.checkpoints import load_checkpoint, save_checkpoint
 from braintumour.config import CLASSES
 from braintumour.evaluate import predict_proba
@@ -59,23 +59,15 @@ def test_predictions_match_the_library_on_real_images(model_file, real_images, t
     assert not list((tmp_path / "cams").glob(".*"))  # no temporary files left
 
 
-def _in_process(capsys, *args) -> tuple[int, str, str]:
-    """`python -m braintumour predict ARGS` in this process (a new interpreter costs seconds of imports):
-    its exit status, stdout and stderr. `test_every_bad_input_is_named_and_the_rest_still_processed`
-    runs the real process."""
-    rc = main(["predict", *map(str, args)])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
 def test_json_and_csv_parse_back(model_file, real_images, tmp_path, capsys):
-    rc, out, err = _in_process(capsys, *real_images[:2], "--model", model_file, "--format", "json")
+    rc, out, err = cli(capsys, "predict", *real_images[:2], "--model", model_file, "--format", "json")
     assert rc == 0, err
     parsed = json.loads(out)
     assert len(parsed["predictions"]) == 2 and parsed["errors"] == []
     assert abs(sum(parsed["predictions"][0][f"p_{c}"] for c in CLASSES) - 1) < 1e-4
     csv = tmp_path / "p.csv"
-    rc, _, err = _in_process(capsys, real_images[0].parent, "--model", model_file, "--format", "csv", "--output", csv)
+    rc, _, err = cli(capsys, "predict", real_images[0].parent, "--model", model_file, "--format", "csv",
+                     "--output", csv)
     assert rc == 0, err
     frame = pd.read_csv(csv)
     assert len(frame) == len(list(real_images[0].parent.iterdir())) and set(frame.prediction) <= set(CLASSES)
@@ -138,14 +130,14 @@ def test_every_bad_input_is_named_and_the_rest_still_processed(model_file, real_
 
 
 def test_missing_corrupt_and_foreign_model_files(real_images, tmp_path, capsys):
-    rc, _, err = _in_process(capsys, real_images[0], "--model", tmp_path / "none.pt")
+    rc, _, err = cli(capsys, "predict", real_images[0], "--model", tmp_path / "none.pt")
     assert rc == 2 and "none.pt: model file not found" in err and "make reproduce" in err
     (junk := tmp_path / "junk.pt").write_bytes(b"garbage")
-    rc, _, err = _in_process(capsys, real_images[0], "--model", junk)
+    rc, _, err = cli(capsys, "predict", real_images[0], "--model", junk)
     assert rc == 2 and "junk.pt" in err
     other = tmp_path / "other.pt"
     torch.save({"config": TrainConfig().to_dict(), "model": build_model("custom_cnn", width=16).state_dict()}, other)
-    rc, _, err = _in_process(capsys, real_images[0], "--model", other)
+    rc, _, err = cli(capsys, "predict", real_images[0], "--model", other)
     assert rc == 2 and "other.pt: not a usable model checkpoint" in err
 
 
