@@ -6,9 +6,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from braintumour import data
+from braintumour import data, evaluate, record
 from braintumour.__main__ import main
 from braintumour.config import CLASSES, SPLITS
 
@@ -60,3 +61,20 @@ def cli(capsys, *argv) -> tuple[int, str, str]:
         rc = e.code
     out, err = capsys.readouterr()
     return rc, out, err
+
+
+def model_record(name: str, accuracy: float, seeds=(0,), n: int = 200) -> record.ModelRecord:
+    """A model record scored on `n` synthetic labels predicted right with probability `accuracy`."""
+    rng = np.random.default_rng(len(name))
+    y = np.repeat(np.arange(4), n // 4)
+    pred = np.where(rng.random(n) < accuracy, y, (y + 1) % 4)
+    proba = np.eye(4)[pred] * 0.9 + 0.025
+    per_seed = {s: evaluate.classification_metrics(y, proba) for s in seeds}
+    over = evaluate.summarise_over_seeds(per_seed)
+    return record.ModelRecord(
+        model=name, seeds=list(seeds), selected_seed=seeds[0], params=1000, multiply_adds=5000, image_size=128,
+        config={}, train_seconds={s: 600.0 for s in seeds}, epochs_run={s: 2.5 for s in seeds},
+        best_epoch={s: 2 for s in seeds}, inference_images_per_second=100.0, torch_threads=2,
+        split_sizes={"train": 100, "val": 20, "test": n}, test=per_seed[seeds[0]], test_over_seeds=over,
+        test_per_seed=per_seed, test_dedup=per_seed[seeds[0]], test_dedup_over_seeds=over,
+        test_dedup_per_seed=per_seed, recall_by_source={})

@@ -105,6 +105,17 @@ def test_every_metrics_file_records_device_precision_and_threads(tmp_path, monke
     compute = json.loads(path.read_text())["compute"]
     assert compute["device"] == device.choose_device().type and compute["precision"] == "float32"
     assert compute["threads"] == torch.get_num_threads() and compute["device_name"]
+    assert compute["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and "cpu_id" in compute
+
+
+def test_cpu_id_reads_vendor_family_model_and_stepping_of_the_first_processor(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\n"
+                       "model name\t: Intel(R) Xeon(R) Processor\nstepping\t: 8\n\nprocessor\t: 1\nmodel\t\t: 1\n")
+    assert device.cpu_id(cpuinfo) == "GenuineIntel 6-143-8"
+    cpuinfo.write_text("processor\t: 0\n")  # no such fields (an emulator): nothing invented
+    assert device.cpu_id(cpuinfo) is None
+    assert device.cpu_id(tmp_path / "absent") is None
 
 
 @pytest.fixture(scope="module")

@@ -83,19 +83,17 @@ def test_recall_by_group_by_hand():
     y_pred = np.array([0, 1, 0, 1, 2, 2])
     groups = np.array([0, 0, 1, 1, 1, 0])
     out = evaluate.recall_by_group(y_true, y_pred, groups, {0: "a", 1: "b"})
-    assert out["glioma"] == {"a": 0.5, "a images": 2, "b": 1.0, "b images": 1}
-    assert out["meningioma"] == {"b": 0.5, "b images": 2}
-    assert out["notumor"] == {"a": 1.0, "a images": 1}
-    assert "pituitary" not in out
+    assert out == {"glioma": {"a": 0.5, "b": 1.0}, "meningioma": {"b": 0.5}, "notumor": {"a": 1.0}}
+    assert evaluate.images_by_group(y_true, groups, {0: "a", 1: "b"}) == {
+        "glioma": {"a": 2, "b": 1}, "meningioma": {"b": 2}, "notumor": {"a": 1}}
 
 
-def test_recall_by_group_over_seeds_averages_recalls_not_counts():
+def test_recall_by_group_over_seeds_averages_recalls():
     y_true = np.array([0, 0, 1, 1])
     groups = np.array([0, 1, 0, 0])
     probas = {0: np.eye(4)[[0, 0, 1, 2]], 1: np.eye(4)[[1, 0, 1, 1]]}
     out = evaluate.recall_by_group_over_seeds(y_true, probas, groups, {0: "a", 1: "b"})
-    assert out["glioma"] == {"a": 0.5, "a images": 1, "b": 1.0, "b images": 1}
-    assert out["meningioma"] == {"a": 0.75, "a images": 2}
+    assert out == {"glioma": {"a": 0.5, "b": 1.0}, "meningioma": {"a": 0.75}}
 
 
 class _Fixed(torch.nn.Module):
@@ -114,7 +112,8 @@ def test_recall_by_source_predicts_validation_and_keeps_testing_probabilities():
     groups = np.array([0, 0, 1, 1, 0, 1])
     test_proba = {7: np.eye(4)[[3, 3]]}  # given: both Testing images pituitary
     out = evaluate.recall_by_source({7: _Fixed()}, test_proba, images, labels, split, groups, {0: "a", 1: "b"})
-    assert out["Testing"]["pituitary"] == {"a": 1.0, "a images": 1, "b": 1.0, "b images": 1}
+    assert out["testing"]["recall"]["pituitary"] == {"a": 1.0, "b": 1.0}
+    assert out["testing"]["images"]["pituitary"] == {"a": 1, "b": 1}
     # validation: image 1 (glioma, group a) is called pituitary, image 3 (glioma, b) glioma, 2 (pituitary) glioma
-    assert out["validation"]["glioma"] == {"a": 0.0, "a images": 1, "b": 1.0, "b images": 1}
-    assert out["validation"]["pituitary"] == {"b": 0.0, "b images": 1}
+    assert out["validation"]["recall"] == {"glioma": {"a": 0.0, "b": 1.0}, "pituitary": {"b": 0.0}}
+    assert out["validation"]["images"] == {"glioma": {"a": 1, "b": 1}, "pituitary": {"b": 1}}

@@ -9,6 +9,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
+from braintumour import record
 from braintumour.config import CLASSES
 from braintumour.pipeline import notebooks
 from braintumour.profiles import get_profile
@@ -73,9 +74,13 @@ def test_smoke_baselines_share_the_custom_cnn_schema_and_are_compared(smoke_repo
     # notebook 03's refit is the custom CNN's alone (the baselines keep the held-out protocol)
     assert cnn["refit"]["train_images"] == cnn["split_sizes"]["train"] + cnn["split_sizes"]["val"]
     assert set(cnn["refit"]["test_per_seed"]) == set(cnn["test_per_seed"])
+    for name in ("custom_cnn", "lenet5", "alexnet", "vgg16_bn", "resnet50"):  # one record, history beside it
+        loaded = record.load(name, metrics)
+        assert loaded.model == name and loaded.header.profile == "smoke" and list(loaded.test_per_seed) == loaded.seeds
+        assert set(record.load_history(name, metrics)) == set(loaded.seeds)
     for name in ("lenet5", "alexnet", "vgg16_bn", "resnet50"):
         m = json.loads((metrics / f"{name}.json").read_text())
-        assert set(cnn) - {"history", "refit"} <= set(m), (name, set(cnn) - set(m))
+        assert set(m) == set(cnn) and m["refit"] is None, (name, set(cnn) ^ set(m))
         assert m["max_steps"] == get_profile("smoke")["baseline_steps"][name] and m["pretrained"] is False
         assert m["compute"]["device"] == "cpu" and m["compute"]["precision"] == "float32"
         assert {"accuracy", "macro_f1", "ci95", "confusion_matrix"} <= set(m["test_dedup"])

@@ -13,6 +13,24 @@ CLASS_TITLES: dict[str, str] = {
     "notumor": "No tumour",
     "pituitary": "Pituitary",
 }
+# Metrics files and records key models, variants and groups by these ids; tables and sentences show
+# the titles, looked up here when they are drawn.
+MODEL_TITLES: dict[str, str] = {
+    "custom_cnn": "Custom CNN (ours)",
+    "custom_cnn_refit": "Custom CNN, refit on Training + validation",
+    "custom_cnn_guided": "Mask-guided custom CNN",
+    "custom_cnn_external": "Custom CNN + Br35H partial labels (predict's default)",
+    "lenet5": "LeNet-5",
+    "alexnet": "AlexNet",
+    "vgg16_bn": "VGG-16 (BN)",
+    "resnet50": "ResNet-50",
+    "vgg16_bn_imagenet": "VGG-16 (BN), ImageNet weights",
+    "resnet50_imagenet": "ResNet-50, ImageNet weights",
+    "randomised": "(a) custom CNN, acquisition-randomised",
+    "partial_label": "(b) custom CNN + Br35H partial labels",
+}
+BASELINES: tuple[str, ...] = ("vgg16_bn", "resnet50", "alexnet", "lenet5")  # notebook 04's, in table order
+SOURCE_GROUP_TITLES: dict[str, str] = {"size_512": "512 x 512", "other_size": "other size"}
 SPLITS: tuple[str, ...] = ("Training", "Testing")
 
 # The counts the published archive has; validation compares against these.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+from pathlib import Path
 
 import torch
 
@@ -98,6 +99,22 @@ def device_name(device: torch.device) -> str:
     return _cpu_model() or platform.processor() or platform.machine()
 
 
+def cpu_id(cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
+    """The host CPU's vendor, family, model and stepping ("GenuineIntel 6-207-2"), from `cpuinfo`;
+    None where there is none (macOS, Windows)."""
+    fields = {}
+    with contextlib.suppress(OSError):
+        for line in open(cpuinfo, encoding="utf-8"):
+            key, _, value = line.partition(":")
+            if key.strip() in ("vendor_id", "cpu family", "model", "stepping"):
+                fields.setdefault(key.strip(), value.strip())
+            elif not line.strip() and fields:
+                break  # the first processor's block is enough
+    if len(fields) < 4:
+        return None
+    return f"{fields['vendor_id']} {fields['cpu family']}-{fields['model']}-{fields['stepping']}"
+
+
 def _cpu_model() -> str:
     with contextlib.suppress(OSError):
         for line in open("/proc/cpuinfo", encoding="utf-8"):
@@ -109,13 +126,16 @@ def _cpu_model() -> str:
 def describe(device: torch.device, precision: str | None) -> dict:
     """What a metrics file records about where its numbers were computed. `cpu_capability` is the
     widest vector instruction set torch's CPU kernels use (AVX512, AVX2, ...): the same CPU model
-    gives other numbers when it is capped (`ATEN_CPU_CAPABILITY`, `ONEDNN_MAX_CPU_ISA`)."""
+    gives other numbers when it is capped (`ATEN_CPU_CAPABILITY`, `ONEDNN_MAX_CPU_ISA`). `cpu_id`
+    tells CPU generations apart that share a model name: cloud Xeons of two generations both call
+    themselves "Intel(R) Xeon(R) Processor", and oneDNN's kernels, so the numbers, differ between them."""
     return {
         "device": device.type,
         "device_name": device_name(device),
         "precision": "bfloat16" if precision == "bf16" else "float32",
         "native_bf16": native_bf16(device),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_id": cpu_id(),
         "threads": torch.get_num_threads(),
     }
 

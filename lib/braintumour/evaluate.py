@@ -180,36 +180,40 @@ def headline_present(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
 
 def recall_by_group(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray,
                     group_names: dict[int, str]) -> dict[str, dict[str, float]]:
-    """Per class, recall within each group that has images of it (`{class: {group name: recall}}`),
-    with the image counts: where an average hides a subgroup the model fails (`splits.source_groups`)."""
-    out: dict[str, dict[str, float]] = {}
-    for c, name in enumerate(CLASSES):
-        for g, g_name in group_names.items():
-            sel = (y_true == c) & (groups == g)
-            if sel.any():
-                out.setdefault(name, {})[g_name] = float((y_pred[sel] == c).mean())
-                out[name][f"{g_name} images"] = int(sel.sum())
-    return out
+    """Per class, recall within each group that has images of it (`{class: {group: recall}}`): where
+    an average hides a subgroup the model fails (`splits.source_groups`)."""
+    return {name: {g_name: float((y_pred[sel] == c).mean())
+                   for g, g_name in group_names.items() if (sel := (y_true == c) & (groups == g)).any()}
+            for c, name in enumerate(CLASSES) if (y_true == c).any()}
+
+
+def images_by_group(y_true: np.ndarray, groups: np.ndarray, group_names: dict[int, str]) -> dict[str, dict[str, int]]:
+    """Per class, the images in each group that has any (`{class: {group: n}}`): the denominators of
+    `recall_by_group`."""
+    return {name: {g_name: n for g, g_name in group_names.items() if (n := int(((y_true == c) & (groups == g)).sum()))}
+            for c, name in enumerate(CLASSES) if (y_true == c).any()}
 
 
 def recall_by_group_over_seeds(y_true: np.ndarray, probas: dict, groups: np.ndarray,
                                group_names: dict[int, str]) -> dict[str, dict[str, float]]:
-    """`recall_by_group` of each seed's predictions (`probas`: seed -> (N, 4) probabilities), recalls
-    averaged over seeds; the image counts are the same in every seed and kept as they are."""
+    """`recall_by_group` of each seed's predictions (`probas`: seed -> (N, 4) probabilities), averaged
+    over seeds."""
     per_seed = [recall_by_group(y_true, p.argmax(1), groups, group_names) for p in probas.values()]
-    return {c: {g: v if g.endswith("images") else float(np.mean([r[c][g] for r in per_seed]))
-                for g, v in per_seed[0][c].items()} for c in per_seed[0]}
+    return {c: {g: float(np.mean([r[c][g] for r in per_seed])) for g in by_group}
+            for c, by_group in per_seed[0].items()}
 
 
 def recall_by_source(models: dict, test_proba: dict, images: np.ndarray, labels: np.ndarray, split,
                      groups: np.ndarray, group_names: dict[int, str]) -> dict[str, dict]:
     """`recall_by_group_over_seeds` on Testing (`test_proba`: seed -> probabilities of `split.test`,
-    already predicted) and on the validation images (each seed's model in `models` predicts them here):
-    `{"Testing": ..., "validation": ...}`. Validation comes from Training, so a class whose web-collected
-    images are its weak spot in both has learnt the archive's shortcut rather than met a hard test set."""
+    already predicted) and on the validation images (each seed's model in `models` predicts them here),
+    with `images_by_group` beside: `{"testing": {"recall": ..., "images": ...}, "validation": ...}`.
+    Validation comes from Training, so a class whose web-collected images are its weak spot in both has
+    learnt the archive's shortcut rather than met a hard test set."""
     val_proba = {s: predict_proba(m, images[split.val]) for s, m in models.items()}
-    return {where: recall_by_group_over_seeds(labels[idx], p, groups[idx], group_names)
-            for where, idx, p in (("Testing", split.test, test_proba), ("validation", split.val, val_proba))}
+    return {where: {"recall": recall_by_group_over_seeds(labels[idx], p, groups[idx], group_names),
+                    "images": images_by_group(labels[idx], groups[idx], group_names)}
+            for where, idx, p in (("testing", split.test, test_proba), ("validation", split.val, val_proba))}
 
 
 def mcnemar(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict[str, float]:

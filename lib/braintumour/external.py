@@ -269,17 +269,6 @@ def detection_by(factors: pd.DataFrame, pred: np.ndarray) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- scoring models
 
-TITLES = {
-    "custom_cnn": "Custom CNN (ours)",
-    "custom_cnn_refit": "Custom CNN, refit on Training + validation",
-    "custom_cnn_guided": "Mask-guided custom CNN",
-    "lenet5": "LeNet-5",
-    "alexnet": "AlexNet",
-    "vgg16_bn": "VGG-16 (BN)",
-    "resnet50": "ResNet-50",
-    "randomised": "(a) custom CNN, acquisition-randomised",
-    "partial_label": "(b) custom CNN + Br35H partial labels",
-}
 WRITTEN_BY = {"custom_cnn": "03", "custom_cnn_guided": "07", "lenet5": "04",
               "alexnet": "04", "vgg16_bn": "04", "resnet50": "04"}
 

@@ -94,7 +94,8 @@ def class_weights(labels: np.ndarray, method: str = "inverse") -> np.ndarray:
     raise ValueError(f"unknown class-weight method {method!r}; use 'inverse', 'effective' or 'none'")
 
 
-SOURCE_GROUP_NAMES: dict[int, str] = {0: "512 x 512", 1: "other size"}
+# Ids of `source_groups`; their titles are config.SOURCE_GROUP_TITLES.
+SOURCE_GROUPS: dict[int, str] = {0: "size_512", 1: "other_size"}
 
 
 def source_groups(manifest: pd.DataFrame) -> np.ndarray:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from braintumour import files
-from braintumour.config import reports_dir
+from braintumour import files, record
+from braintumour.config import BASELINES, MODEL_TITLES, reports_dir
+from braintumour.record import ModelRecord
 
 # Quoted from the papers (docs/references.md), not re-run: accuracy on the same Kaggle Testing split.
 LITERATURE = [
@@ -19,19 +20,23 @@ LITERATURE = [
     {"model": "Inception-ResNet-V2, ImageNet (Islam et al., 2025)", "accuracy": 0.9953},
     {"model": "Custom CNN (Dewage et al., 2024)", "accuracy": 0.9451},
 ]
-# Baselines of notebook 04, in the order the tables show them.
-BASELINES = {"vgg16_bn": "VGG-16 (BN)", "resnet50": "ResNet-50", "alexnet": "AlexNet", "lenet5": "LeNet-5"}
 MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def load_metrics(name: str, metrics_dir: Path | None = None) -> dict | None:
+    """A metrics file that is not a model record (`record.load` reads those), as written."""
     path = (metrics_dir or reports_dir() / "metrics") / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
 def seed_mean(per_seed: dict | None) -> float | None:
-    """Mean of a per-seed field of a metrics file (train_seconds, epochs_run); None when absent."""
+    """Mean of a per-seed field of a record (train_seconds, epochs_run); None when absent."""
     return None if not per_seed else sum(per_seed.values()) / len(per_seed)
+
+
+def in_sentence(name: str) -> str:
+    """A model's title inside a sentence: the custom CNN without its "(ours)"."""
+    return "custom CNN" if name == "custom_cnn" else MODEL_TITLES[name]
 
 
 def _pm(o: dict, key: str, one_seed: bool = False) -> str:
@@ -41,36 +46,30 @@ def _pm(o: dict, key: str, one_seed: bool = False) -> str:
 def headline_table(metrics_dir: Path | None = None) -> pd.DataFrame:
     """Our models (mean ± sd over seeds, Testing and leakage-free Testing) and the quoted literature."""
     rows = []
-    cnn = load_metrics("custom_cnn", metrics_dir)
+    cnn = record.load("custom_cnn", metrics_dir)
     if cnn is not None:
-        variants = [(f"Custom CNN, ours ({cnn['params'] / 1e6:.2f} M parameters, {len(cnn['seeds'])} seeds)", cnn)]
-        if cnn.get("refit"):  # notebook 03's refit on Training + validation, beside the held-out protocol
+        variants = [(f"Custom CNN, ours ({cnn.params / 1e6:.2f} M parameters, {len(cnn.seeds)} seeds)",
+                     cnn.test_over_seeds, cnn.test_dedup_over_seeds)]
+        if cnn.refit is not None:  # notebook 03's refit on Training + validation, beside the held-out protocol
             variants.append((f"Custom CNN, ours, refit on Training + validation (last epoch, "
-                             f"{len(cnn['refit']['test_per_seed'])} seeds)", cnn["refit"]))
-        for title, m in variants:
-            t, d = m["test_over_seeds"], m.get("test_dedup_over_seeds")
-            rows.append(
-                {
-                    "model": title,
-                    "source": f"this repo, {cnn['profile']} profile",
-                    "Testing accuracy": _pm(t, "accuracy"),
-                    "Testing macro-F1": _pm(t, "macro_f1"),
-                    "leakage-free accuracy": _pm(d, "accuracy") if d else "",
-                    "leakage-free macro-F1": _pm(d, "macro_f1") if d else "",
-                }
-            )
-    for name, title in BASELINES.items():
-        m = load_metrics(name, metrics_dir)
+                             f"{len(cnn.refit.test_per_seed)} seeds)", cnn.refit.test_over_seeds,
+                             cnn.refit.test_dedup_over_seeds))
+        for title, t, d in variants:
+            rows.append({"model": title, "source": f"this repo, {cnn.header.profile} profile",
+                         "Testing accuracy": _pm(t, "accuracy"), "Testing macro-F1": _pm(t, "macro_f1"),
+                         "leakage-free accuracy": _pm(d, "accuracy"), "leakage-free macro-F1": _pm(d, "macro_f1")})
+    for name in BASELINES:
+        m = record.load(name, metrics_dir)
         if m is None:
             continue
-        t, d = m["test_over_seeds"], m["test_dedup_over_seeds"]
-        one = len(m["seeds"]) == 1
-        minutes = seed_mean(m["train_seconds"]) / 60
+        t, d = m.test_over_seeds, m.test_dedup_over_seeds
+        one = len(m.seeds) == 1
+        minutes = seed_mean(m.train_seconds) / 60
         rows.append(
             {
-                "model": f"{title}, from scratch ({m['params'] / 1e6:.1f} M parameters, {minutes:.0f} min training, "
-                f"{len(m['seeds'])} seed{'' if one else 's'})",
-                "source": f"this repo, {m['profile']} profile",
+                "model": f"{MODEL_TITLES[name]}, from scratch ({m.params / 1e6:.1f} M parameters, {minutes:.0f} min "
+                f"training, {len(m.seeds)} seed{'' if one else 's'})",
+                "source": f"this repo, {m.header.profile} profile",
                 "Testing accuracy": _pm(t, "accuracy", one),
                 "Testing macro-F1": _pm(t, "macro_f1", one),
                 "leakage-free accuracy": _pm(d, "accuracy", one),
@@ -95,8 +94,8 @@ def run_length_words(steps: dict[str, int | None]) -> str:
     """A fixed run length per model in words: "1,860 steps (custom CNN), 154 (ResNet-50)"."""
     if all(v is None for v in steps.values()):
         return "the profile's epochs"
-    return ", ".join(f"{v:,} steps ({BASELINES.get(k, 'custom CNN')})" if v is not None
-                     else f"its epochs ({BASELINES.get(k, 'custom CNN')})" for k, v in steps.items())
+    return ", ".join(f"{v:,} steps ({in_sentence(k)})" if v is not None else f"its epochs ({in_sentence(k)})"
+                     for k, v in steps.items())
 
 
 def fold_run_length(folds: dict) -> str:
@@ -116,7 +115,7 @@ def patient_disjoint_table(metrics: dict) -> pd.DataFrame:
         for subset, over in m["over_folds"].items():
             official = m["per_split"]["official"][subset]
             for metric in ("accuracy", "macro_f1"):
-                rows.append({"model": BASELINES.get(name, "Custom CNN (ours)"), "subset": subset, "metric": metric,
+                rows.append({"model": MODEL_TITLES[name], "subset": subset, "metric": metric,
                              "official split": f"{official[metric]:.2%}",
                              "unseen-patient folds": f"{over[metric]['mean']:.2%} ± {over[metric]['sd']:.2%}",
                              "difference": f"{over[metric]['mean'] - official[metric]:+.2%}"})
@@ -168,21 +167,22 @@ def markdown_table(df: pd.DataFrame) -> str:
 def readme_block(metrics_dir: Path | None = None) -> str:
     """The Markdown that goes between the README's results markers."""
     table = headline_table(metrics_dir)
-    cnn = load_metrics("custom_cnn", metrics_dir)
+    cnn = record.load("custom_cnn", metrics_dir)
     lines = [MARK_START, "## Results (written by `make readme-results` from `reports/metrics/`)", ""]
     if cnn is None:
         lines += ["No metrics yet: run `make reproduce`.", MARK_END]
         return "\n".join(lines)
     lines += [markdown_table(table), ""]
-    train_min = [s / 60 for s in cnn["train_seconds"].values()]
+    train_min = cnn.train_minutes
     lines.append(
-        f"Custom CNN: {cnn['params']:,} parameters, {cnn['image_size']} px input, training "
-        f"{min(train_min):.1f}-{max(train_min):.1f} min per seed on {cnn['torch_threads']} CPU threads, "
-        f"inference {cnn['inference_images_per_second']:.0f} images/s (batched, CPU). "
-        f"Leakage-free Testing: the {cnn['test_dedup']['n']} Testing images with no near-duplicate in Training "
-        f"(notebook 01). Data fingerprint `{cnn['data_fingerprint'][:12]}`, commit `{cnn['git_commit'][:12]}`."
+        f"Custom CNN: {cnn.params:,} parameters, {cnn.image_size} px input, training "
+        f"{min(train_min):.1f}-{max(train_min):.1f} min per seed on {cnn.torch_threads} CPU threads, "
+        f"inference {cnn.inference_images_per_second:.0f} images/s (batched, CPU). "
+        f"Leakage-free Testing: the {cnn.test_dedup['n']} Testing images with no near-duplicate in Training "
+        f"(notebook 01). Data fingerprint `{cnn.header.data_fingerprint[:12]}`, "
+        f"commit `{cnn.header.git_commit[:12]}`."
     )
-    if cnn.get("refit"):
+    if cnn.refit is not None:
         lines.append(refit_sentence(cnn))
     ablation = load_metrics("class_weighting_ablation", metrics_dir)
     if ablation is not None:
@@ -201,7 +201,7 @@ def readme_block(metrics_dir: Path | None = None) -> str:
         )
     folds = load_metrics("patient_disjoint", metrics_dir)
     if folds is not None:
-        words = [f"{BASELINES.get(name, 'custom CNN')} {official:.1%} -> {over['mean']:.1%} ± {over['sd']:.1%}"
+        words = [f"{in_sentence(name)} {official:.1%} -> {over['mean']:.1%} ± {over['sd']:.1%}"
                  for name, (official, over) in unseen_patient_accuracy(folds).items()]
         lines.append(
             f"Unseen patients (notebook 06, {folds['n_splits']} patient-disjoint folds, "
@@ -222,16 +222,15 @@ def readme_block(metrics_dir: Path | None = None) -> str:
     return "\n".join(lines)
 
 
-def refit_sentence(cnn: dict) -> str:
+def refit_sentence(cnn: ModelRecord) -> str:
     """What notebook 03's refit is and how it compares with the held-out protocol, seed by seed."""
-    refit = cnn["refit"]
-    minutes = [s / 60 for s in refit["train_seconds"].values()]
-    errors = ", ".join(f"{cnn['test_per_seed'][s]['errors']} -> {m['errors']}"
-                       for s, m in refit["test_per_seed"].items())
+    refit = cnn.refit
+    minutes = [s / 60 for s in refit.train_seconds.values()]
+    errors = ", ".join(f"{cnn.test_per_seed[s]['errors']} -> {m['errors']}" for s, m in refit.test_per_seed.items())
     return (
-        f"Refit: the same recipe trained on all {refit['train_images']:,} Training images (validation included), "
-        f"the last epoch kept: Testing accuracy {_pm(refit['test_over_seeds'], 'accuracy')}, macro-F1 "
-        f"{_pm(refit['test_over_seeds'], 'macro_f1')}, training {min(minutes):.1f}-{max(minutes):.1f} min per seed; "
+        f"Refit: the same recipe trained on all {refit.train_images:,} Training images (validation included), "
+        f"the last epoch kept: Testing accuracy {_pm(refit.test_over_seeds, 'accuracy')}, macro-F1 "
+        f"{_pm(refit.test_over_seeds, 'macro_f1')}, training {min(minutes):.1f}-{max(minutes):.1f} min per seed; "
         f"Testing errors per seed, validation held out -> refit: {errors}. The baselines keep the held-out "
         "protocol, so comparisons use the first row."
     )
@@ -247,7 +246,7 @@ def ablation_accuracy(row: dict) -> str:
 def external_sentence(ext: dict) -> str:
     """What notebook 08 measured on Br35H, and what it does and does not support."""
     plain = ext["models"]["custom_cnn"]["external_all"]
-    others = "; ".join(f"{m['title']} {m['external_all']['detected']:.1%}" for n, m in ext["models"].items()
+    others = "; ".join(f"{MODEL_TITLES[n]} {m['external_all']['detected']:.1%}" for n, m in ext["models"].items()
                        if n != "custom_cnn")
     chosen = ext["variants"][ext["chosen_variant"]]
     runs_ = chosen["per_seed"].values()
@@ -261,8 +260,8 @@ def external_sentence(ext: dict) -> str:
         f"no copy in the Kaggle set): the custom CNN calls {plain['detected']:.1%} of {plain['n']} external tumour "
         f"images a tumour (95% CI {plain['detected_ci95'][0]:.1%}-{plain['detected_ci95'][1]:.1%}); {others}. "
         f"Its {ext['models']['custom_cnn']['testing_accuracy']:.2%} on Kaggle Testing does not carry over to "
-        "another collection. The chosen variant, "
-        f"{chosen['title']} ({len(chosen['per_seed'])} seed(s)), detects {mean('external_test'):.1%} of the "
+        f"another collection. The chosen variant, {MODEL_TITLES[ext['chosen_variant']]} "
+        f"({len(chosen['per_seed'])} seed(s)), detects {mean('external_test'):.1%} of the "
         f"{next(iter(runs_))['external_test']['n']} held-out external tumour images at {mean('testing_accuracy'):.2%} "
         f"Kaggle Testing accuracy and {mean('testing_notumor_recall'):.1%} notumor recall: "
         f"{'it meets' if met else 'it does not meet'} the targets fixed in advance, so `predict` uses "
@@ -275,13 +274,13 @@ def calibration_table(cal: dict) -> pd.DataFrame:
     """Per model: temperature, Testing ECE and NLL before and after, and the uncertain flag's coverage
     and error on Testing and its share of external misses flagged."""
     rows = {}
-    for m in cal["models"].values():
+    for n, m in cal["models"].items():
         t, ext = m["sets"]["testing"], m["sets"]["external"]["selective"]
-        rows[m["title"]] = {"temperature": m["temperature"], "Testing ECE before": t["before"]["ece"],
-                            "Testing ECE after": t["after"]["ece"], "Testing NLL before": t["before"]["nll"],
-                            "Testing NLL after": t["after"]["nll"], "Testing coverage": t["selective"]["coverage"],
-                            "Testing error kept": t["selective"]["error_kept"], "external misses": ext["misses"],
-                            "external misses flagged": ext["misses_flagged"]}
+        rows[MODEL_TITLES[n]] = {"temperature": m["temperature"], "Testing ECE before": t["before"]["ece"],
+                                 "Testing ECE after": t["after"]["ece"], "Testing NLL before": t["before"]["nll"],
+                                 "Testing NLL after": t["after"]["nll"], "Testing coverage": t["selective"]["coverage"],
+                                 "Testing error kept": t["selective"]["error_kept"], "external misses": ext["misses"],
+                                 "external misses flagged": ext["misses_flagged"]}
     return pd.DataFrame(rows).T
 
 
