@@ -34,6 +34,10 @@ def seed_mean(per_seed: dict | None) -> float | None:
     return None if not per_seed else sum(per_seed.values()) / len(per_seed)
 
 
+def seed_count(n: int) -> str:
+    return f"{n} seed{'' if n == 1 else 's'}"
+
+
 def in_sentence(name: str) -> str:
     """A model's title inside a sentence: the custom CNN without its "(ours)"."""
     return "custom CNN" if name == "custom_cnn" else MODEL_TITLES[name]
@@ -48,11 +52,11 @@ def headline_table(metrics_dir: Path | None = None) -> pd.DataFrame:
     rows = []
     cnn = record.load("custom_cnn", metrics_dir)
     if cnn is not None:
-        variants = [(f"Custom CNN, ours ({cnn.params / 1e6:.2f} M parameters, {len(cnn.seeds)} seeds)",
+        variants = [(f"Custom CNN, ours ({cnn.params / 1e6:.2f} M parameters, {seed_count(len(cnn.seeds))})",
                      cnn.test_over_seeds, cnn.test_dedup_over_seeds)]
         if cnn.refit is not None:  # notebook 03's refit on Training + validation, beside the held-out protocol
             variants.append((f"Custom CNN, ours, refit on Training + validation (last epoch, "
-                             f"{len(cnn.refit.test_per_seed)} seeds)", cnn.refit.test_over_seeds,
+                             f"{seed_count(len(cnn.refit.test_per_seed))})", cnn.refit.test_over_seeds,
                              cnn.refit.test_dedup_over_seeds))
         for title, t, d in variants:
             rows.append({"model": title, "source": f"this repo, {cnn.header.profile} profile",
@@ -68,7 +72,7 @@ def headline_table(metrics_dir: Path | None = None) -> pd.DataFrame:
         rows.append(
             {
                 "model": f"{MODEL_TITLES[name]}, from scratch ({m.params / 1e6:.1f} M parameters, {minutes:.0f} min "
-                f"training, {len(m.seeds)} seed{'' if one else 's'})",
+                f"training, {seed_count(len(m.seeds))})",
                 "source": f"this repo, {m.header.profile} profile",
                 "Testing accuracy": _pm(t, "accuracy", one),
                 "Testing macro-F1": _pm(t, "macro_f1", one),
