@@ -30,6 +30,9 @@ MODEL_TITLES: dict[str, str] = {
     "partial_label": "(b) custom CNN + Br35H partial labels",
 }
 BASELINES: tuple[str, ...] = ("vgg16_bn", "resnet50", "alexnet", "lenet5")  # notebook 04's, in table order
+# The notebook that writes each saved model and its metrics: what an error says to re-execute.
+WRITTEN_BY: dict[str, str] = {"custom_cnn": "03", "custom_cnn_guided": "07", "lenet5": "04", "alexnet": "04",
+                              "vgg16_bn": "04", "resnet50": "04"}
 SOURCE_GROUP_TITLES: dict[str, str] = {"size_512": "512 x 512", "other_size": "other size"}
 SPLITS: tuple[str, ...] = ("Training", "Testing")
 

@@ -22,6 +22,7 @@ from scipy.stats import bootstrap
 from braintumour import audit, data
 from braintumour import br35h as br35h_source
 from braintumour.config import CLASSES
+from braintumour.config import WRITTEN_BY as WRITTEN_BY  # the saved models notebook 08 scores, in order
 from braintumour.recipes import PARTIAL_LABEL, TrainConfig, custom_cnn_config
 from braintumour.runs import RunResult, train_or_load
 from braintumour.splits import Split, class_weights, refit_split
@@ -269,8 +270,6 @@ def detection_by(factors: pd.DataFrame, pred: np.ndarray) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- scoring models
 
-WRITTEN_BY = {"custom_cnn": "03", "custom_cnn_guided": "07", "lenet5": "04",
-              "alexnet": "04", "vgg16_bn": "04", "resnet50": "04"}
 
 
 def scores(model, labelled: dict[str, tuple[np.ndarray, np.ndarray]], tumour_sets: dict[str, np.ndarray]) -> dict:

@@ -17,12 +17,10 @@ from typing import Any
 
 import pandas as pd
 
-from braintumour.config import reports_dir
+from braintumour.config import WRITTEN_BY, reports_dir
 
 # 1 was the keyword dictionaries the notebooks wrote before this record (no `schema_version`).
 SCHEMA_VERSION = 2
-WRITTEN_BY = {"custom_cnn": "03", "lenet5": "04", "alexnet": "04", "vgg16_bn": "04", "resnet50": "04",
-              "vgg16_bn_imagenet": "04", "resnet50_imagenet": "04"}
 HISTORY_SUFFIX = ".history"
 
 
@@ -159,7 +157,7 @@ def load(name: str, metrics_dir: Path | None = None) -> ModelRecord | None:
         raw = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise RecordError(f"{path}: not JSON ({e})") from e
-    again = f"re-execute notebook {WRITTEN_BY.get(name, '03 or 04')} (make reproduce)"
+    again = f"re-execute notebook {WRITTEN_BY.get(name.removesuffix('_imagenet'), '03 or 04')} (make reproduce)"
     if not isinstance(raw, dict) or raw.get("schema_version") != SCHEMA_VERSION:
         found = raw.get("schema_version", 1) if isinstance(raw, dict) else type(raw).__name__
         raise RecordError(f"{path}: model record schema {found}, expected {SCHEMA_VERSION}; {again}")
