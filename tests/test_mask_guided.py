@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import model_record
 
 from braintumour import audit, data, folds
 from braintumour.explain import CamExplainer
@@ -145,25 +146,23 @@ def test_mask_guided_training_runs_and_needs_masks(tmp_path):
         train(cfg, images, labels, train_idx, val_idx, np.ones(4), tmp_path / "other", progress=False)
 
 
-def test_mask_guided_sentence_reads_the_metrics_file_schema():
+def test_mask_guided_sentence_reads_the_record_and_the_ablation():
     from braintumour.summary import ablation_accuracy, mask_guided_sentence
 
+    model = model_record("custom_cnn_guided", 0.9, seeds=(0, 1, 2))
+    acc, f1 = (model.test_over_seeds[k] for k in ("accuracy", "macro_f1"))
     score = {"all": {"pointing": {"mean": 0.61}, "energy": {"mean": 0.33}}}
     guided = {
-        "seeds": [0, 1, 2],
-        "ablation": [{"variant": "plain custom CNN (notebook 03/05)", "Testing accuracy": 0.9705,
-                      "Testing accuracy sd": 0.0029,
-                      "pointing": 0.276, "energy": 0.032},
-                     {"variant": "(b) + mask term", "Testing accuracy": 0.9746,
-                      "Testing accuracy sd": 0.0038, "pointing": 0.808,
-                      "energy": 0.52}],
-        "test_over_seeds": {"accuracy": {"mean": 0.9746, "sd": 0.0038}, "macro_f1": {"mean": 0.9731, "sd": 0.0042}},
-        "unseen_patients": {"gradcam": score, "over_folds": {"all images": {"accuracy": {"mean": 0.9}}}},
+        "variants": {"plain": {"seeds": 3, "testing_accuracy": 0.9705, "testing_accuracy_sd": 0.0029,
+                               "pointing": 0.276, "energy": 0.032},
+                     "mask_term": {"seeds": 3, "testing_accuracy": acc["mean"], "testing_accuracy_sd": acc["sd"],
+                                   "pointing": 0.808, "energy": 0.52}},
+        "unseen_patients": {"gradcam": score, "over_folds": {"all": {"accuracy": {"mean": 0.9}}}},
     }
-    text = mask_guided_sentence(guided)
-    for part in ("3 seeds", "97.46% ± 0.38%, macro-F1 97.31% ± 0.42%",
+    text = mask_guided_sentence(guided, model)
+    for part in ("3 seeds", f"{acc['mean']:.2%} ± {acc['sd']:.2%}, macro-F1 {f1['mean']:.2%} ± {f1['sd']:.2%}",
                  "plain, when notebook 07 ran: 97.05% ± 0.29%", "pointing game 0.81",
                  "energy inside the mask 0.52", "plain: 0.28 and 0.03", "pointing 0.61, energy 0.33, accuracy 90.0%"):
         assert part in text, (part, text)
-    one_seed = {"variant": "(a) architecture", "Testing accuracy": 0.9916, "Testing accuracy sd": None}
+    one_seed = {"seeds": 1, "testing_accuracy": 0.9916, "testing_accuracy_sd": None}
     assert ablation_accuracy(one_seed) == "99.16%"

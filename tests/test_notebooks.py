@@ -115,9 +115,15 @@ def test_smoke_patient_folds_and_mask_guided_metrics(smoke_reports):
     assert folds["gradcam"]["results"]["unseen-patient folds · custom CNN"]["all"]["pointing"]["n"] > 0
     guided = json.loads((metrics / "mask_guided.json").read_text())
     assert guided["model"] == "custom_cnn_guided" and guided["training_images_with_mask"] > 0
-    assert [r["variant"] for r in guided["ablation"]][:3] == [
-        "plain custom CNN (notebook 03/05)", "(a) architecture", "(b) + mask term"]
-    assert len(guided["unseen_patients"]["per_fold"]) == 5
+    assert list(guided["variants"]) == ["plain", "architecture", "mask_term", "centred_blob"]
+    assert set(guided["gradcam_official"]) == {"architecture", "mask_term"}
+    assert set(guided["unseen_patients"]["per_fold"]) == {f"fold_{k}" for k in range(1, 6)}
+    assert set(guided["unseen_patients"]["over_folds"]) == {"all", "figshare"}
+    model = record.load("custom_cnn_guided", metrics)  # notebook 07's model record, history beside it
+    assert model.header.profile == "smoke" and model.header.compute["device"] == "cpu"
+    assert list(model.test_per_seed) == model.seeds and set(record.load_history("custom_cnn_guided", metrics)) == set(
+        model.seeds)
+    assert guided["variants"]["mask_term"]["testing_accuracy"] == model.test_over_seeds["accuracy"]["mean"]
     assert (smoke_reports / "models" / "custom_cnn_guided.pt").is_file()
     for name in ("patient_folds_accuracy", "mask_guided_vs_plain"):
         assert (smoke_reports / "figures" / f"{name}.pdf").is_file()

@@ -34,6 +34,11 @@ BASELINES: tuple[str, ...] = ("vgg16_bn", "resnet50", "alexnet", "lenet5")  # no
 WRITTEN_BY: dict[str, str] = {"custom_cnn": "03", "custom_cnn_guided": "07", "lenet5": "04", "alexnet": "04",
                               "vgg16_bn": "04", "resnet50": "04"}
 SOURCE_GROUP_TITLES: dict[str, str] = {"size_512": "512 x 512", "other_size": "other size"}
+# Notebook 07's ablation rows and the held-out subsets of the patient-disjoint folds.
+GUIDED_VARIANT_TITLES: dict[str, str] = {"plain": "plain custom CNN (notebook 03/05)",
+                                         "architecture": "(a) architecture", "mask_term": "(b) + mask term",
+                                         "centred_blob": "centred blob"}
+SUBSET_TITLES: dict[str, str] = {"all": "all images", "figshare": "figshare (patient known)"}
 SPLITS: tuple[str, ...] = ("Training", "Testing")
 
 # The counts the published archive has; validation compares against these.

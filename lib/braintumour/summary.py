@@ -212,9 +212,9 @@ def readme_block(metrics_dir: Path | None = None) -> str:
             f"{fold_run_length(folds)} per run): accuracy on the "
             f"figshare images, official split -> held-out patients: {'; '.join(words)}."
         )
-    guided = load_metrics("mask_guided", metrics_dir)
-    if guided is not None:
-        lines.append(mask_guided_sentence(guided))
+    guided, guided_model = load_metrics("mask_guided", metrics_dir), record.load("custom_cnn_guided", metrics_dir)
+    if guided is not None and guided_model is not None:
+        lines.append(mask_guided_sentence(guided, guided_model))
     ext = load_metrics("external", metrics_dir)
     if ext is not None:
         lines.append(external_sentence(ext))
@@ -241,9 +241,9 @@ def refit_sentence(cnn: ModelRecord) -> str:
 
 
 def ablation_accuracy(row: dict) -> str:
-    """A row of notebook 07's ablation (`mask_guided.json`) as '99.16% ± 0.08%' (mean ± sd over seeds),
+    """A variant of notebook 07's ablation (`mask_guided.json`) as '99.16% ± 0.08%' (mean ± sd over seeds),
     or '99.16%' for a single seed."""
-    acc, sd = row["Testing accuracy"], row.get("Testing accuracy sd")
+    acc, sd = row["testing_accuracy"], row["testing_accuracy_sd"]
     return f"{acc:.2%}" if sd is None else f"{acc:.2%} ± {sd:.2%}"
 
 
@@ -309,20 +309,21 @@ def calibration_sentence(cal: dict) -> str:
     return text + "."
 
 
-def mask_guided_sentence(guided: dict) -> str:
-    """One sentence on notebook 07's model (`mask_guided.json`): accuracy and Grad-CAM scores, plain beside it."""
-    g, p = (next(r for r in guided["ablation"] if r["variant"].startswith(v)) for v in ("(b)", "plain"))
-    acc, f1 = (guided["test_over_seeds"][k] for k in ("accuracy", "macro_f1"))
+def mask_guided_sentence(guided: dict, model: ModelRecord) -> str:
+    """One sentence on notebook 07's model: accuracy (its record) and Grad-CAM scores (`mask_guided.json`),
+    the plain custom CNN beside it."""
+    g, p = guided["variants"]["mask_term"], guided["variants"]["plain"]
+    acc, f1 = (model.test_over_seeds[k] for k in ("accuracy", "macro_f1"))
     unseen = guided["unseen_patients"]
     held = unseen["gradcam"]["all"]
-    return (f"Mask-guided custom CNN (notebook 07, Training masks only, {len(guided['seeds'])} seeds): Testing "
+    return (f"Mask-guided custom CNN (notebook 07, Training masks only, {seed_count(len(model.seeds))}): Testing "
             f"accuracy {acc['mean']:.2%} ± {acc['sd']:.2%}, macro-F1 {f1['mean']:.2%} ± {f1['sd']:.2%} "
             f"(plain, when notebook 07 ran: {ablation_accuracy(p)}); "
             f"Grad-CAM on the masked Testing images, pointing game {g['pointing']:.2f} and energy inside the mask "
             f"{g['energy']:.2f} "
             f"(plain: {p['pointing']:.2f} and {p['energy']:.2f}); held-out patients: pointing "
             f"{held['pointing']['mean']:.2f}, energy {held['energy']['mean']:.2f}, "
-            f"accuracy {unseen['over_folds']['all images']['accuracy']['mean']:.1%}.")
+            f"accuracy {unseen['over_folds']['all']['accuracy']['mean']:.1%}.")
 
 
 def rewrite_readme(readme: Path, metrics_dir: Path | None = None) -> bool:
