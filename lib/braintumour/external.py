@@ -271,7 +271,6 @@ def detection_by(factors: pd.DataFrame, pred: np.ndarray) -> pd.DataFrame:
 # --------------------------------------------------------------------------- scoring models
 
 
-
 def scores(model, labelled: dict[str, tuple[np.ndarray, np.ndarray]], tumour_sets: dict[str, np.ndarray]) -> dict:
     """A model on labelled Kaggle images (`<name>_accuracy`, `<name>_notumor_recall`) and on sets of
     external tumour images (`<name>`: a `Detection` as a dict, its rate under `detected`)."""
