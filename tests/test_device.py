@@ -100,8 +100,9 @@ def test_every_metrics_file_records_device_precision_and_threads(tmp_path, monke
 
     from braintumour import reporting
 
-    monkeypatch.setattr(reporting, "reports_dir", lambda: tmp_path)
+    monkeypatch.setenv("BRAINTUMOUR_REPORTS", str(tmp_path))
     path = reporting.write_metrics("probe", profile="smoke", data_fingerprint="fp", value=1)
+    assert path == tmp_path / "metrics" / "probe.json"
     compute = json.loads(path.read_text())["compute"]
     assert compute["device"] == device.choose_device().type and compute["precision"] == "float32"
     assert compute["threads"] == torch.get_num_threads() and compute["device_name"]

@@ -138,3 +138,12 @@ def test_road_scores_do_not_depend_on_the_global_random_state():
     first = explain.road_scores(model, images, heat, np.array([0, 1]), percentiles=(50,))
     torch.randn(1000)  # other work in between moves the global stream
     assert explain.road_scores(model, images, heat, np.array([0, 1]), percentiles=(50,)) == first
+
+
+def test_evenly_spaced_keeps_the_class_mix_and_takes_all_when_asked_for_more():
+    labels = np.repeat(np.arange(4), 25)  # a class-sorted list, as the masked rows are
+    picked = explain.evenly_spaced(len(labels), 8)
+    assert len(picked) == 8 and picked[0] == 0 and picked[-1] == len(labels) - 1
+    assert np.bincount(labels[picked]).tolist() == [2, 2, 2, 2]
+    assert explain.evenly_spaced(5, 9).tolist() == [0, 1, 2, 3, 4]
+    assert explain.evenly_spaced(5, 0).size == 0

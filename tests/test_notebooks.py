@@ -109,10 +109,14 @@ def test_smoke_patient_folds_and_mask_guided_metrics(smoke_reports):
     assert sum(sum(c.values()) for c in folds["fold_class_counts"].values()) == folds["pooled_images"]
     for name in ("custom_cnn", "resnet50"):
         m = folds["models"][name]
-        assert set(m["per_split"]) == {"official", "fold 1", "fold 2", "fold 3", "fold 4", "fold 5"}
-        assert m["per_split"]["fold 1"]["figshare (patient known)"]["classes"] != list(CLASSES)  # no notumor
-        assert 0 <= m["over_folds"]["all images"]["accuracy"]["mean"] <= 1
-    assert folds["gradcam"]["results"]["unseen-patient folds · custom CNN"]["all"]["pointing"]["n"] > 0
+        assert set(m["per_split"]) == {"official", *(f"fold_{k}" for k in range(1, 6))}
+        assert m["per_split"]["fold_1"]["figshare"]["classes"] != list(CLASSES)  # no notumor
+        assert 0 <= m["over_folds"]["all"]["accuracy"]["mean"] <= 1
+    cams = folds["gradcam"]["results"]
+    assert set(cams) == {"unseen_folds", "official_testing"} and set(cams["unseen_folds"]) == {"custom_cnn",
+                                                                                               "centred_blob"}
+    assert cams["unseen_folds"]["custom_cnn"]["all"]["pointing"]["n"] > 0
+    assert folds["compute"]["device"] == "cpu"
     guided = json.loads((metrics / "mask_guided.json").read_text())
     assert guided["model"] == "custom_cnn_guided" and guided["training_images_with_mask"] > 0
     assert list(guided["variants"]) == ["plain", "architecture", "mask_term", "centred_blob"]

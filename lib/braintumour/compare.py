@@ -9,8 +9,6 @@ from braintumour.config import MODEL_TITLES
 from braintumour.record import ModelRecord
 from braintumour.summary import LITERATURE, seed_mean
 
-NAMES = MODEL_TITLES  # where notebooks 05 and 06 look titles up
-
 
 def comparison_table(records: dict[str, ModelRecord], profile: str,
                      mcnemar_vs_custom: dict[str, dict] | None = None) -> pd.DataFrame:

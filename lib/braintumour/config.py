@@ -39,6 +39,9 @@ GUIDED_VARIANT_TITLES: dict[str, str] = {"plain": "plain custom CNN (notebook 03
                                          "architecture": "(a) architecture", "mask_term": "(b) + mask term",
                                          "centred_blob": "centred blob"}
 SUBSET_TITLES: dict[str, str] = {"all": "all images", "figshare": "figshare (patient known)"}
+# Notebook 06's Grad-CAM: which held-out images, and what made the maps.
+HELD_OUT_TITLES: dict[str, str] = {"unseen_folds": "unseen-patient folds", "official_testing": "official Testing"}
+CAM_SOURCE_TITLES: dict[str, str] = {"custom_cnn": "custom CNN", "centred_blob": "centred blob"}
 SPLITS: tuple[str, ...] = ("Training", "Testing")
 
 # The counts the published archive has; validation compares against these.
@@ -86,3 +89,8 @@ def reports_dir() -> Path:
     they never overwrite the committed cpu-profile reports."""
     env = os.environ.get("BRAINTUMOUR_REPORTS")
     return Path(env).resolve() if env else project_root() / "reports"
+
+
+def metrics_dir(override: Path | None = None) -> Path:
+    """Where metrics files and records live: `override` if given, else reports/metrics/."""
+    return override or reports_dir() / "metrics"

@@ -198,6 +198,12 @@ def region_shares(heatmaps: np.ndarray, tumours: np.ndarray, images: np.ndarray)
     return pd.DataFrame(rows)
 
 
+def evenly_spaced(n: int, k: int) -> np.ndarray:
+    """k indices spread evenly over range(n): a fixed subset of a class-sorted list with the class mix
+    of the whole (all of it when k >= n)."""
+    return np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(int)) if k > 0 else np.arange(0)
+
+
 def centred_gaussian(size: int, sigma_fraction: float = 0.25) -> np.ndarray:
     """The trivial baseline heatmap: a Gaussian blob at the image centre."""
     ax = np.arange(size) - (size - 1) / 2

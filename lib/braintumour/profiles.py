@@ -42,6 +42,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "baseline_scorecam_images": 1,
         "baseline_cam_images": 8,
         "road_images": 2,
+        "guided_cam_images": 24,  # notebook 07's masked Testing images for Grad-CAM, evenly spaced
         "misclassified_shown": 12,  # images in notebook 05's figures of misclassified Testing images
     },
     "cpu": {
@@ -85,6 +86,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "baseline_scorecam_images": 8,
         "baseline_cam_images": 619,
         "road_images": 32,
+        "guided_cam_images": 619,
         "misclassified_shown": None,  # all of them
     },
     "full": {
@@ -110,6 +112,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "baseline_scorecam_images": 619,
         "baseline_cam_images": 619,
         "road_images": 200,
+        "guided_cam_images": 619,
         "misclassified_shown": None,
     },
 }

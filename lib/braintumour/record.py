@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from braintumour.config import WRITTEN_BY, reports_dir
+from braintumour.config import WRITTEN_BY, metrics_dir
 
 # 1 was the keyword dictionaries the notebooks wrote before this record (no `schema_version`).
 SCHEMA_VERSION = 2
@@ -147,10 +147,10 @@ def write(record: ModelRecord, histories: dict[int, pd.DataFrame], *, profile: s
     return reporting.write_metrics(record.model, profile=profile, data_fingerprint=data_fingerprint, **record.body())
 
 
-def load(name: str, metrics_dir: Path | None = None) -> ModelRecord | None:
-    """The record in <metrics_dir>/<name>.json (default reports/metrics/), None if there is none yet.
+def load(name: str, folder: Path | None = None) -> ModelRecord | None:
+    """The record in <folder>/<name>.json (default reports/metrics/), None if there is none yet.
     Raises `RecordError`, naming the file and the notebook to re-execute, for any other content."""
-    path = (metrics_dir or reports_dir() / "metrics") / f"{name}.json"
+    path = metrics_dir(folder) / f"{name}.json"
     if not path.is_file():
         return None
     try:
@@ -171,9 +171,9 @@ def load(name: str, metrics_dir: Path | None = None) -> ModelRecord | None:
         raise RecordError(f"{path}: not a model record ({e}); {again}") from e
 
 
-def load_history(name: str, metrics_dir: Path | None = None) -> dict[int, pd.DataFrame]:
+def load_history(name: str, folder: Path | None = None) -> dict[int, pd.DataFrame]:
     """Each seed's training history written beside the record, seed -> one row per epoch."""
-    path = (metrics_dir or reports_dir() / "metrics") / f"{name}{HISTORY_SUFFIX}.csv"
+    path = metrics_dir(folder) / f"{name}{HISTORY_SUFFIX}.csv"
     table = pd.read_csv(path).drop(columns=["data_fingerprint", "git_commit"])
     return {int(s): h.drop(columns="seed").reset_index(drop=True) for s, h in table.groupby("seed")}
 

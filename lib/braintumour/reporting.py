@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from braintumour import files
-from braintumour.config import project_root, reports_dir
+from braintumour.config import metrics_dir, project_root, reports_dir
 from braintumour.device import choose_device, describe
 from braintumour.profiles import PROFILES, profile_precision
 
@@ -50,7 +50,7 @@ def compute_record(profile: str) -> dict[str, Any]:
 
 
 def metrics_path(name: str) -> Path:
-    return reports_dir() / "metrics" / f"{name}.json"
+    return metrics_dir() / f"{name}.json"
 
 
 def write_metrics(name: str, *, profile: str, data_fingerprint: str, **fields: Any) -> Path:
@@ -104,7 +104,7 @@ def write_csv(table: pd.DataFrame, name: str, *, data_fingerprint: str) -> Path:
     """Write reports/metrics/<name>.csv atomically, with the data fingerprint and commit as columns
     (a CSV has no header block; every metrics file records both)."""
     table = table.assign(data_fingerprint=data_fingerprint, git_commit=git_commit())
-    return files.write_text(reports_dir() / "metrics" / f"{name}.csv", table.to_csv(index=False))
+    return files.write_text(metrics_dir() / f"{name}.csv", table.to_csv(index=False))
 
 
 def save_figure(fig: plt.Figure, name: str, dpi: int = 300) -> list[Path]:

@@ -65,7 +65,11 @@ def run_key(cfg: TrainConfig, split: Split, data_fingerprint: str, train_masks: 
     unkeyed = ("threads", "reestimate_bn", "device")
     cfg_dict = {k: v for k, v in cfg.to_dict().items() if k not in unkeyed and v is not None}
     cfg_dict["augment_resolved"] = dataclasses.asdict(Augment(**cfg.augment))
-    cfg_dict["architecture"] = repr(build_model(cfg.model, **cfg.model_kwargs))
+    # Built on the meta device, without downloaded weights: the repr needs the layers, not their values,
+    # and initialising VGG-16's 134 M parameters takes seconds.
+    with torch.device("meta"):
+        layers = build_model(cfg.model, **{k: v for k, v in cfg.model_kwargs.items() if k != "pretrained"})
+    cfg_dict["architecture"] = repr(layers)
     h = hashlib.sha256(json.dumps(cfg_dict, sort_keys=True).encode())
     for part in (split.train, split.val):
         h.update(np.ascontiguousarray(part).tobytes())

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from braintumour import files, record
-from braintumour.config import BASELINES, MODEL_TITLES, reports_dir
+from braintumour.config import BASELINES, MODEL_TITLES, SUBSET_TITLES, metrics_dir
 from braintumour.record import ModelRecord
 
 # Quoted from the papers (docs/references.md), not re-run: accuracy on the same Kaggle Testing split.
@@ -23,9 +23,9 @@ LITERATURE = [
 MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
-def load_metrics(name: str, metrics_dir: Path | None = None) -> dict | None:
+def load_metrics(name: str, folder: Path | None = None) -> dict | None:
     """A metrics file that is not a model record (`record.load` reads those), as written."""
-    path = (metrics_dir or reports_dir() / "metrics") / f"{name}.json"
+    path = metrics_dir(folder) / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -47,10 +47,10 @@ def _pm(o: dict, key: str, one_seed: bool = False) -> str:
     return f"{o[key]['mean']:.2%}" if one_seed else f"{o[key]['mean']:.2%} ± {o[key]['sd']:.2%}"
 
 
-def headline_table(metrics_dir: Path | None = None) -> pd.DataFrame:
+def headline_table(folder: Path | None = None) -> pd.DataFrame:
     """Our models (mean ± sd over seeds, Testing and leakage-free Testing) and the quoted literature."""
     rows = []
-    cnn = record.load("custom_cnn", metrics_dir)
+    cnn = record.load("custom_cnn", folder)
     if cnn is not None:
         variants = [(f"Custom CNN, ours ({cnn.params / 1e6:.2f} M parameters, {seed_count(len(cnn.seeds))})",
                      cnn.test_over_seeds, cnn.test_dedup_over_seeds)]
@@ -63,7 +63,7 @@ def headline_table(metrics_dir: Path | None = None) -> pd.DataFrame:
                          "Testing accuracy": _pm(t, "accuracy"), "Testing macro-F1": _pm(t, "macro_f1"),
                          "leakage-free accuracy": _pm(d, "accuracy"), "leakage-free macro-F1": _pm(d, "macro_f1")})
     for name in BASELINES:
-        m = record.load(name, metrics_dir)
+        m = record.load(name, folder)
         if m is None:
             continue
         t, d = m.test_over_seeds, m.test_dedup_over_seeds
@@ -103,12 +103,8 @@ def run_length_words(steps: dict[str, int | None]) -> str:
 
 
 def fold_run_length(folds: dict) -> str:
-    """Notebook 06's run length: fixed steps (`max_steps`), or, in metrics written before run lengths
-    were fixed, the wall-clock budget the steps were planned from."""
-    if "max_steps" in folds:
-        return run_length_words(folds["max_steps"])
-    budget = folds["time_budget_s"]
-    return "the same epochs" if budget is None else f"{budget:.0f} s of training"
+    """Notebook 06's fixed run length per model, in words."""
+    return run_length_words(folds["max_steps"])
 
 
 def patient_disjoint_table(metrics: dict) -> pd.DataFrame:
@@ -119,37 +115,34 @@ def patient_disjoint_table(metrics: dict) -> pd.DataFrame:
         for subset, over in m["over_folds"].items():
             official = m["per_split"]["official"][subset]
             for metric in ("accuracy", "macro_f1"):
-                rows.append({"model": MODEL_TITLES[name], "subset": subset, "metric": metric,
+                rows.append({"model": MODEL_TITLES[name], "subset": SUBSET_TITLES[subset], "metric": metric,
                              "official split": f"{official[metric]:.2%}",
                              "unseen-patient folds": f"{over[metric]['mean']:.2%} ± {over[metric]['sd']:.2%}",
                              "difference": f"{over[metric]['mean'] - official[metric]:+.2%}"})
     return pd.DataFrame(rows)
 
 
-FIGSHARE = "figshare (patient known)"
-
-
-def unseen_patient_accuracy(metrics: dict, subset: str = FIGSHARE) -> dict[str, tuple[float, dict]]:
+def unseen_patient_accuracy(metrics: dict, subset: str = "figshare") -> dict[str, tuple[float, dict]]:
     """Per model of `patient_disjoint.json`: (official-split accuracy, mean/sd over folds) on `subset`."""
     return {name: (m["per_split"]["official"][subset]["accuracy"], m["over_folds"][subset]["accuracy"])
             for name, m in metrics["models"].items()}
 
 
-def provenance(metrics_dir: Path | None = None) -> pd.DataFrame:
+def provenance(folder: Path | None = None) -> pd.DataFrame:
     """Which commit and profile wrote each metrics file, and when. A notebook re-executed alone leaves
     the other notebooks' files as they were, so numbers side by side can come from different commits:
     this table makes that visible instead of implying one run."""
     rows = []
-    for path in files.listing(metrics_dir or reports_dir() / "metrics", "*.json"):  # no half-written temporaries
+    for path in files.listing(metrics_dir(folder), "*.json"):  # no half-written temporaries
         m = json.loads(path.read_text())
         rows.append({"metrics file": path.name, "commit": str(m.get("git_commit", "unknown"))[:12],
                      "profile": m.get("profile"), "written at": m.get("written_at")})
     return pd.DataFrame(rows, columns=["metrics file", "commit", "profile", "written at"])
 
 
-def provenance_sentence(metrics_dir: Path | None = None) -> str:
+def provenance_sentence(folder: Path | None = None) -> str:
     """`provenance` in one line: the metrics files grouped by the commit that wrote them, newest first."""
-    table = provenance(metrics_dir).sort_values("written at", ascending=False, kind="stable")
+    table = provenance(folder).sort_values("written at", ascending=False, kind="stable")
     groups = table.groupby("commit", sort=False)["metrics file"].agg(lambda f: ", ".join(n.removesuffix(".json")
                                                                                          for n in f))
     if len(groups) == 0:
@@ -168,10 +161,10 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join([head, rule, *body])
 
 
-def readme_block(metrics_dir: Path | None = None) -> str:
+def readme_block(folder: Path | None = None) -> str:
     """The Markdown that goes between the README's results markers."""
-    table = headline_table(metrics_dir)
-    cnn = record.load("custom_cnn", metrics_dir)
+    table = headline_table(folder)
+    cnn = record.load("custom_cnn", folder)
     lines = [MARK_START, "## Results (written by `make readme-results` from `reports/metrics/`)", ""]
     if cnn is None:
         lines += ["No metrics yet: run `make reproduce`.", MARK_END]
@@ -188,14 +181,14 @@ def readme_block(metrics_dir: Path | None = None) -> str:
     )
     if cnn.refit is not None:
         lines.append(refit_sentence(cnn))
-    ablation = load_metrics("class_weighting_ablation", metrics_dir)
+    ablation = load_metrics("class_weighting_ablation", folder)
     if ablation is not None:
         on, off = (ablation["variants"][k]["over_seeds"]["macro_f1"] for k in ("inverse", "none"))
         lines.append(
             f"Class weighting: macro-F1 {on['mean']:.2%} ± {on['sd']:.2%} with, "
             f"{off['mean']:.2%} ± {off['sd']:.2%} without (same seeds)."
         )
-    leakage = load_metrics("leakage", metrics_dir)
+    leakage = load_metrics("leakage", folder)
     if leakage is not None:
         leaked = leakage["testing_with_near_duplicate_in_training"]["total"]
         lines.append(
@@ -203,7 +196,7 @@ def readme_block(metrics_dir: Path | None = None) -> str:
             f"on metadata alone reaches {leakage['shortcut_classifier']['test_balanced_accuracy']:.1%} "
             "balanced accuracy (chance 25%)."
         )
-    folds = load_metrics("patient_disjoint", metrics_dir)
+    folds = load_metrics("patient_disjoint", folder)
     if folds is not None:
         words = [f"{in_sentence(name)} {official:.1%} -> {over['mean']:.1%} ± {over['sd']:.1%}"
                  for name, (official, over) in unseen_patient_accuracy(folds).items()]
@@ -212,16 +205,16 @@ def readme_block(metrics_dir: Path | None = None) -> str:
             f"{fold_run_length(folds)} per run): accuracy on the "
             f"figshare images, official split -> held-out patients: {'; '.join(words)}."
         )
-    guided, guided_model = load_metrics("mask_guided", metrics_dir), record.load("custom_cnn_guided", metrics_dir)
+    guided, guided_model = load_metrics("mask_guided", folder), record.load("custom_cnn_guided", folder)
     if guided is not None and guided_model is not None:
         lines.append(mask_guided_sentence(guided, guided_model))
-    ext = load_metrics("external", metrics_dir)
+    ext = load_metrics("external", folder)
     if ext is not None:
         lines.append(external_sentence(ext))
-    cal = load_metrics("calibration", metrics_dir)
+    cal = load_metrics("calibration", folder)
     if cal is not None:
         lines.append(calibration_sentence(cal))
-    lines.append(provenance_sentence(metrics_dir))
+    lines.append(provenance_sentence(folder))
     lines += ["", MARK_END]
     return "\n".join(lines)
 
@@ -326,13 +319,13 @@ def mask_guided_sentence(guided: dict, model: ModelRecord) -> str:
             f"accuracy {unseen['over_folds']['all']['accuracy']['mean']:.1%}.")
 
 
-def rewrite_readme(readme: Path, metrics_dir: Path | None = None) -> bool:
+def rewrite_readme(readme: Path, folder: Path | None = None) -> bool:
     """Replace the marked block of README.md; returns True when the file changed."""
     text = readme.read_text()
     if MARK_START not in text or MARK_END not in text:
         raise ValueError(f"{readme}: markers {MARK_START} ... {MARK_END} not found")
     pattern = re.compile(re.escape(MARK_START) + ".*?" + re.escape(MARK_END), re.S)
-    new = pattern.sub(lambda _: readme_block(metrics_dir), text)
+    new = pattern.sub(lambda _: readme_block(folder), text)
     if new != text:
         files.write_text(readme, new)
     return new != text
