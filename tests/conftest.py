@@ -3,15 +3,89 @@ images only where a test needs something the real data lacks (bad files, other m
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from braintumour import data, evaluate, record
 from braintumour.__main__ import main
 from braintumour.config import CLASSES, SPLITS
+from braintumour.pipeline import notebooks
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class SmokeChain:
+    """`make smoke` into a fresh folder, started in the background as soon as a test that reads it is
+    collected, so that the rest of the suite runs beside it: the chain is the longest part, and much
+    of it is one core's work (kernel start-up, figures, export). The chain keeps torch's threads;
+    the tests beside it take one."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="braintumour-smoke-"))
+        self.reports = self.folder / "reports"
+        self.log = self.folder / "make.log"
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen(self._make(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+    def _make(self) -> list[str]:
+        return ["make", "--no-print-directory", "reproduce", "PROFILE=smoke", f"REPORTS={self.reports}"]
+
+    def wait(self) -> Path:
+        """The reports folder, once the chain ran every notebook and a second `make` found nothing to do."""
+        returncode = self.process.wait(timeout=1800)
+        out = self.log.read_text()
+        assert returncode == 0, f"make smoke failed ({self.log}):\n{out[-6000:]}"
+        assert f"{len(notebooks())} notebook(s) re-executed" in out, out[-3000:]
+        again = subprocess.run(self._make(), cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert "nothing to do" in again.stdout, again.stdout
+        return self.reports
+
+    def stop(self, keep: bool) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if keep:
+            print(f"\nsmoke chain's reports and log kept in {self.folder}")
+        else:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+_SMOKE = pytest.StashKey[SmokeChain]()
+
+
+def _reads_smoke(item: pytest.Item) -> bool:
+    return "smoke_reports" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests that read the smoke chain go last, so that the others run while it does."""
+    items.sort(key=_reads_smoke)  # stable: each group keeps its order
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if any(_reads_smoke(item) for item in session.items):
+        session.config.stash[_SMOKE] = SmokeChain()
+        torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = "1"  # for the interpreters and kernels the tests start
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    chain = session.config.stash.get(_SMOKE, None)
+    if chain is not None:
+        chain.stop(keep=exitstatus != 0)
+
+
+@pytest.fixture(scope="session")
+def smoke_reports(request: pytest.FixtureRequest) -> Path:
+    """The smoke chain's reports folder (`SmokeChain`), waited for."""
+    return request.config.stash[_SMOKE].wait()
 
 
 @pytest.fixture(scope="session")

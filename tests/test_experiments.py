@@ -148,7 +148,8 @@ def test_checkpoint_selection(tmp_path, out, run):
 
 
 @pytest.mark.slow
-def test_external_variants(out, run):
+def test_external_variants(out, run, smoke_reports):
+    # After the smoke chain: its notebook 08 trains the same run in the same cache, not beside this one.
     lines, stdout = run("external_variants", "partial_label", "--profile", "smoke", "--seeds", "0", "--out", out)
     r = result(out, "external_variants-partial_label", stdout)
     assert "+" in r["data_fingerprint"]  # Kaggle and Br35H

@@ -16,6 +16,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -416,11 +417,20 @@ def test_file_names_that_are_not_utf8_in_every_output_format(model_file, real_im
 # --------------------------------------------------------------------------- 9. what a killed process left
 
 
+def _killed_long_ago(path: Path, text: str | None = None) -> None:
+    """`path` as an atomic write killed an hour ago left it."""
+    if text is not None:
+        path.write_text(text)
+    an_hour_ago = time.time() - 3600
+    os.utime(path, (an_hour_ago, an_hour_ago))
+
+
 def test_a_stale_temporary_file_in_out_is_removed_and_one_in_an_input_folder_ignored(model_file, real_image,
                                                                                     tmp_path, capsys):
     cams = tmp_path / "cams"
     cams.mkdir()
     (stale := cams / ".00000_scan_glioma_0.50_cam.tmp-abcd1234.png").write_bytes(b"\x89PNG half")
+    _killed_long_ago(stale)
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     shutil.copy(real_image, inputs / "scan.jpg")
@@ -437,12 +447,14 @@ def test_readers_of_results_skip_temporary_files_and_writers_remove_their_own(tm
     metrics = tmp_path / "metrics"
     metrics.mkdir()
     files.write_json(metrics / "custom_cnn.json", {"git_commit": "abc", "profile": "cpu", "written_at": "now"})
-    (metrics / ".lenet5.tmp-q1w2e3r4.json").write_text('{"git_commit": "half-writ')  # killed mid-write
+    _killed_long_ago(metrics / ".lenet5.tmp-q1w2e3r4.json", '{"git_commit": "half-writ')
     assert list(summary.provenance(metrics)["metrics file"]) == ["custom_cnn.json"]
-    (other := metrics / ".other.tmp-a1b2c3d4.json").write_text("{")  # another target's: not ours to remove
+    _killed_long_ago(other := metrics / ".other.tmp-a1b2c3d4.json", "{")  # another target's: not ours to remove
+    (busy := metrics / ".lenet5.tmp-z9x8c7v6.json").write_text('{"git_commit": "be')  # another process's, now
     files.write_json(metrics / "lenet5.json", {"git_commit": "def"})  # the rerun
-    assert sorted(p.name for p in metrics.iterdir()) == [".other.tmp-a1b2c3d4.json", "custom_cnn.json",
-                                                          "lenet5.json"]
+    assert sorted(p.name for p in metrics.iterdir()) == [".lenet5.tmp-z9x8c7v6.json", ".other.tmp-a1b2c3d4.json",
+                                                          "custom_cnn.json", "lenet5.json"]
+    assert busy.exists()  # younger than files.STALE_AFTER_S: its writer renames it
     assert other.exists() and files.listing(metrics, "*.json") == [metrics / "custom_cnn.json",
                                                                    metrics / "lenet5.json"]
 

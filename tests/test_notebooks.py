@@ -22,20 +22,6 @@ def _run(args, **kw):
     return subprocess.run([sys.executable, "-m", "braintumour", *args], cwd=ROOT, capture_output=True, text=True, **kw)
 
 
-@pytest.fixture(scope="module")
-def smoke_reports(tmp_path_factory):
-    """`make smoke`, into a fresh folder: every notebook, in the Makefile's dependency order."""
-    reports = tmp_path_factory.mktemp("smoke") / "reports"
-    result = subprocess.run(["make", "--no-print-directory", "reproduce", "PROFILE=smoke", f"REPORTS={reports}"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert f"{len(notebooks())} notebook(s) re-executed" in result.stdout
-    again = subprocess.run(["make", "--no-print-directory", "reproduce", "PROFILE=smoke", f"REPORTS={reports}"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert "nothing to do" in again.stdout, again.stdout
-    return reports
-
-
 @pytest.mark.slow
 def test_every_notebook_executes_in_the_smoke_profile(smoke_reports):
     for nb in notebooks():

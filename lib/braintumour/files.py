@@ -3,7 +3,9 @@
 A write goes to a temporary file beside its target, `.<stem>.tmp-<8 random chars><suffix>`, renamed
 over the target only when complete. A process killed with SIGKILL (or a power cut) leaves that
 temporary file behind: readers that list a folder skip such names (`is_temp`, `listing`), and the
-next write of the same target removes them (`remove_stale_temps`).
+next write of the same target removes them (`remove_stale_temps`) once nothing has written to them
+for `STALE_AFTER_S`: a younger one may be another process's write of the same target in progress
+(a notebook and the test suite filling the same cache), which finishes with its own rename.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Any
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+STALE_AFTER_S = 600
 
 
 # tempfile.mkstemp's random part: 8 characters from this set (CPython's _RandomNameSequence).
@@ -39,7 +43,8 @@ def listing(folder: str | Path, pattern: str = "*") -> list[Path]:
 
 def remove_stale_temps(path: str | Path, *, any_target: bool = False) -> list[Path]:
     """Remove the temporary files an interrupted write of `path` left beside it (with `any_target`:
-    every atomic-write temporary file in the folder `path`). Returns what was removed."""
+    every atomic-write temporary file in the folder `path`), those untouched for `STALE_AFTER_S`.
+    Returns what was removed."""
     path = Path(path)
     folder = path if any_target else path.parent
     if any_target:
@@ -51,11 +56,19 @@ def remove_stale_temps(path: str | Path, *, any_target: bool = False) -> list[Pa
         entries = list(os.scandir(folder))
     except OSError:
         return removed
+    cutoff = time.time() - STALE_AFTER_S
     for entry in entries:
-        if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+        if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False) and _modified(entry) < cutoff:
             Path(entry.path).unlink(missing_ok=True)
             removed.append(Path(entry.path))
     return removed
+
+
+def _modified(entry: os.DirEntry) -> float:
+    try:
+        return entry.stat(follow_symlinks=False).st_mtime
+    except FileNotFoundError:  # renamed by its writer meanwhile
+        return float("inf")
 
 
 class OutputPathError(ValueError):
