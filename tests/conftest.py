@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -32,7 +33,9 @@ class SmokeChain:
         self.reports = self.folder / "reports"
         self.log = self.folder / "make.log"
         with self.log.open("w") as log:
-            self.process = subprocess.Popen(self._make(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            # A session of its own: stopping the chain stops its notebook kernels too, not make alone.
+            self.process = subprocess.Popen(self._make(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
 
     def _make(self) -> list[str]:
         return ["make", "--no-print-directory", "reproduce", "PROFILE=smoke", f"REPORTS={self.reports}"]
@@ -49,7 +52,7 @@ class SmokeChain:
 
     def stop(self, keep: bool) -> None:
         if self.process.poll() is None:
-            self.process.kill()
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
         if keep:
             print(f"\nsmoke chain's reports and log kept in {self.folder}")
