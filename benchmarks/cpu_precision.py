@@ -6,6 +6,10 @@ unless $BRAINTUMOUR_DEVICE or a GPU says otherwise). Whether bfloat16 pays depen
 AVX-512 BF16 (or AMX) oneDNN runs bf16 convolutions natively; on an AVX2-only CPU autocast makes
 every model several times slower (what an earlier machine of this project measured).
 
+With --roofline it also counts a step's floating-point operations (torch's `FlopCounterMode`) and
+times a large float32 matrix product, the fastest work this machine's cores do: the step can take no
+less than its operations at that rate, which says whether a step-time target is within the hardware.
+
     .venv/bin/python benchmarks/cpu_precision.py [--models custom_cnn lenet5 ...] [--size 128]
     .venv/bin/python benchmarks/cpu_precision.py --models custom_cnn --kwargs '{"width": 40, "stem_width": 20}'
 """
@@ -16,9 +20,11 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from braintumour.device import choose_device, describe
 from braintumour.losses import batch_loss
@@ -45,7 +51,9 @@ def step_seconds(model: torch.nn.Module, loss_of: Callable[[torch.nn.Module], to
     return float(np.median(times[1:]))
 
 
-def timed(name: str, precision: str | None, size: int, batch: int, repeats: int, kwargs: dict) -> float:
+def training_step(name: str, precision: str | None, size: int, batch: int,
+                  kwargs: dict) -> tuple[torch.nn.Module, Callable[[torch.nn.Module], torch.Tensor], float]:
+    """A freshly built model, the loss of one real batch as a function of it, and the learning rate."""
     torch.manual_seed(0)
     cfg = TrainConfig(model=name, model_kwargs=kwargs, image_size=size, batch_size=batch, precision=precision)
     model = build_model(name, **kwargs).to(choose_device(), memory_format=torch.channels_last)
@@ -53,7 +61,33 @@ def timed(name: str, precision: str | None, size: int, batch: int, repeats: int,
     x = torch.randint(0, 256, (batch, size, size), dtype=torch.uint8, generator=gen)
     y = torch.randint(0, 4, (batch,), generator=gen)
     augment, weights = Augment(), torch.ones(4, device=choose_device())
-    return step_seconds(model, lambda m: batch_loss(m, cfg, augment, x, y, None, weights, gen), cfg.lr, repeats)
+    return model, partial(batch_loss, cfg=cfg, augment=augment, images=x, targets=y, masks=None,
+                          class_weights=weights, gen=gen), cfg.lr
+
+
+def timed(name: str, precision: str | None, size: int, batch: int, repeats: int, kwargs: dict) -> float:
+    model, loss_of, lr = training_step(name, precision, size, batch, kwargs)
+    return step_seconds(model, loss_of, lr, repeats)
+
+
+def step_gflop(name: str, size: int, batch: int, kwargs: dict) -> float:
+    """Floating-point operations of one float32 training step (forward and backward), in GFLOP."""
+    model, loss_of, _ = training_step(name, None, size, batch, kwargs)
+    with FlopCounterMode(display=False) as counter:
+        loss_of(model).backward()
+    return counter.get_total_flops() / 1e9
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """This machine's float32 rate on a large matrix product (median of `repeats`), in GFLOP/s."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / float(np.median(times)) / 1e9
 
 
 def main() -> None:
@@ -64,8 +98,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--kwargs", type=json.loads, default={}, help="build_model keyword arguments as JSON")
     ap.add_argument("--float32-only", action="store_true", help="skip bfloat16 (minutes per step where emulated)")
+    ap.add_argument("--roofline", action="store_true", help="a step's GFLOP against the machine's matmul rate")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, batch {args.batch}, {args.size} px, {describe(choose_device(), None)}")
+    if args.roofline and choose_device().type == "cpu":
+        rate = matmul_gflops()
+        print(f"float32 matrix product: {rate:.1f} GFLOP/s on {torch.get_num_threads()} threads")
+        for name in args.models:
+            flop = step_gflop(name, args.size, args.batch, args.kwargs)
+            print(f"{name:12s} {flop:7.2f} GFLOP a step: no faster than {flop / rate:.3f} s at that rate", flush=True)
     for name in args.models:
         fp32 = timed(name, None, args.size, args.batch, args.repeats, args.kwargs)
         if args.float32_only:
