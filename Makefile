@@ -20,7 +20,7 @@ RAN := $(REPORTS)/.ran
 REPRODUCE_T0 ?= $(shell date +%s)
 export REPRODUCE_T0
 
-.PHONY: help setup pdf-tools data test lint smoke reproduce readme-results lab clean-reports clean-cache FORCE
+.PHONY: help setup pdf-tools data test lint smoke reproduce readme-results experiments-log lab clean-reports clean-cache FORCE
 
 help:
 	@echo "make reproduce   re-execute every notebook (PROFILE=$(PROFILE)) into $(REPORTS)/"
@@ -100,6 +100,9 @@ reproduce: $(STAMP) pdf-tools
 
 readme-results: $(STAMP)
 	$(PY) -m braintumour readme-results --metrics $(REPORTS)/metrics
+
+experiments-log: $(STAMP)
+	$(PY) -m braintumour experiments-log
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/

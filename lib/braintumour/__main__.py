@@ -5,6 +5,7 @@ python -m braintumour data [--url URL] [--sha256 HEX]   find the dataset or down
 python -m braintumour manifest                           build/check the manifest, print the fingerprint
 python -m braintumour notebook NB... --profile P [--reports DIR]   execute notebooks with papermill
 python -m braintumour export [--reports DIR]             HTML and PDF again from the executed notebooks
+python -m braintumour experiments-log                    docs/experiments.md's table of the result files
 """
 
 from __future__ import annotations
@@ -140,6 +141,17 @@ def _cmd_readme_results(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_experiments_log(args: argparse.Namespace) -> int:
+    from braintumour.config import project_root
+    from braintumour.experiment_log import rewrite_log
+
+    root = project_root()
+    doc = root / "docs" / "experiments.md"
+    changed = rewrite_log(doc, root / "experiments" / "results", root)
+    print(f"{doc}: result-file table {'rewritten' if changed else 'already up to date'}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m braintumour", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -192,6 +204,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("readme-results", help="rewrite README.md's results block from reports/metrics/")
     p.add_argument("--metrics", default="", help="metrics folder (default reports/metrics)")
     p.set_defaults(func=_cmd_readme_results)
+
+    p = sub.add_parser("experiments-log", help="rewrite docs/experiments.md's table of experiments/results/")
+    p.set_defaults(func=_cmd_experiments_log)
     return parser
 
 

@@ -144,6 +144,18 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
+def rewrite_marked_block(path: Path, start: str, end: str, block: str) -> bool:
+    """Replace the text from marker `start` to marker `end` (both included; `block` carries them) in
+    `path`, atomically; True when the file changed."""
+    text = path.read_text()
+    if start not in text or end not in text:
+        raise ValueError(f"{path}: markers {start} ... {end} not found")
+    new = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    if new != text:
+        write_text(path, new)
+    return new != text
+
+
 def _json_default(obj: Any) -> Any:
     # numpy scalars and arrays appear in metrics; turn them into plain JSON.
     if hasattr(obj, "tolist"):

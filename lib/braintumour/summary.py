@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -321,11 +320,4 @@ def mask_guided_sentence(guided: dict, model: ModelRecord) -> str:
 
 def rewrite_readme(readme: Path, folder: Path | None = None) -> bool:
     """Replace the marked block of README.md; returns True when the file changed."""
-    text = readme.read_text()
-    if MARK_START not in text or MARK_END not in text:
-        raise ValueError(f"{readme}: markers {MARK_START} ... {MARK_END} not found")
-    pattern = re.compile(re.escape(MARK_START) + ".*?" + re.escape(MARK_END), re.S)
-    new = pattern.sub(lambda _: readme_block(folder), text)
-    if new != text:
-        files.write_text(readme, new)
-    return new != text
+    return files.rewrite_marked_block(readme, MARK_START, MARK_END, readme_block(folder))
