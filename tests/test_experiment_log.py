@@ -39,6 +39,7 @@ def test_one_row_per_seed_with_the_runs_own_precision(tmp_path: Path) -> None:
     assert list(table["commit"]) == ["`0123456789ab-dirty`"] * 2 + ["`fedcba987654`"]
     assert table["machine"].iloc[0] == "AMD EPYC (AuthenticAMD 25-1-1)"
     assert table["overrides"].iloc[0] == "`precision=null`"
+    assert table["overrides"].iloc[2] == ""  # no recipe trained, so no "none (the recipe)"
 
 
 def test_rewrite_replaces_only_the_block_and_says_whether_it_changed(tmp_path: Path) -> None:

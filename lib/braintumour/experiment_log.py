@@ -22,7 +22,10 @@ COLUMNS = ["result file", "overrides", "seed", "Testing errors", "Testing accura
 
 
 def _overrides(result: dict[str, Any]) -> str:
-    overrides = result.get("overrides") or {}
+    """The recipe fields a screen changed; blank for an experiment that trains no recipe."""
+    if "overrides" not in result:
+        return ""
+    overrides = result["overrides"] or {}
     return ", ".join(f"`{k}={json.dumps(v)}`" for k, v in sorted(overrides.items())) or "none (the recipe)"
 
 
