@@ -123,6 +123,11 @@ def _cpu_model() -> str:
     return ""
 
 
+def precision_name(precision: str | None) -> str:
+    """A resolved `TrainConfig.precision` ("bf16" or None) as metrics files name it."""
+    return "bfloat16" if precision == "bf16" else "float32"
+
+
 def describe(device: torch.device, precision: str | None) -> dict:
     """What a metrics file records about where its numbers were computed. `cpu_capability` is the
     widest vector instruction set torch's CPU kernels use (AVX512, AVX2, ...): the same CPU model
@@ -132,7 +137,7 @@ def describe(device: torch.device, precision: str | None) -> dict:
     return {
         "device": device.type,
         "device_name": device_name(device),
-        "precision": "bfloat16" if precision == "bf16" else "float32",
+        "precision": precision_name(precision),
         "native_bf16": native_bf16(device),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_id": cpu_id(),

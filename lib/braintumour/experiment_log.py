@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from braintumour import files
+from braintumour.device import precision_name
 from braintumour.summary import markdown_table
 
 MARK_START, MARK_END = "<!-- experiment-results:start -->", "<!-- experiment-results:end -->"
@@ -43,10 +44,10 @@ def _machine(compute: dict[str, Any]) -> str:
 
 
 def _precision(run: dict[str, Any], compute: dict[str, Any]) -> str:
-    """What the run trained in: its own config's precision (None is float32), else the profile's."""
+    """What the run trained in: its own config's precision, else the profile's."""
     if "precision" not in run.get("config", {}):
         return compute.get("precision", "")
-    return {None: "float32", "bf16": "bfloat16"}.get(run["config"]["precision"], str(run["config"]["precision"]))
+    return precision_name(run["config"]["precision"])
 
 
 def _rows(path: Path, result: dict[str, Any], root: Path) -> list[dict[str, Any]]:
