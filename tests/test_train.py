@@ -121,6 +121,24 @@ def test_checkpoint_round_trip_and_bad_files(tiny, tmp_path):
         load_checkpoint(tmp_path / "other.pt")
 
 
+def test_a_fine_tuned_baseline_loads_from_its_file_alone(tmp_path, monkeypatch):
+    """The model is rebuilt on the meta device and takes the file's tensors: no ImageNet weights are
+    fetched for a fine-tuned baseline, and nothing is left uninitialised."""
+    from braintumour import models
+
+    def offline(*_args, **_kwargs):
+        raise AssertionError("load_checkpoint asked for ImageNet weights")
+
+    monkeypatch.setattr(models, "imagenet_state", offline)
+    trained = models.build_model("resnet50").eval()
+    path = save_checkpoint(tmp_path / "ft.pt", trained, _cfg(model="resnet50", model_kwargs={"pretrained": True}))
+    loaded, _ = load_checkpoint(path)
+    assert not any(t.is_meta for t in (*loaded.parameters(), *loaded.buffers()))
+    x = torch.randn(2, 1, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.equal(trained(x), loaded(x))
+
+
 def test_finished_run_is_reused_unless_retrain(tiny, tmp_path):
     images, labels, split = tiny
     cfg = _cfg(epochs=1)
