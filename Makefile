@@ -40,7 +40,9 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 needed, found {sys.version.split()[0]} ($(PYTHON)); set PYTHON=/path/to/python3.11"'
 	@echo "==> setting up $(VENV) (first time: a few minutes; torch is large)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
+	@# No bytecode compiled up front (a minute of the setup, most of it torch's unused modules): Python
+	@# compiles each module on its first import instead.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt -c constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name braintumour --display-name "Python (braintumour)" >/dev/null
 	@touch $@

@@ -41,7 +41,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "scorecam_images": 8,
         "baseline_scorecam_images": 1,
         "baseline_cam_images": 8,
-        "road_images": 2,
+        "road_images": 1,
         "guided_cam_images": 24,  # notebook 07's masked Testing images for Grad-CAM, evenly spaced
         "misclassified_shown": 12,  # images in notebook 05's figures of misclassified Testing images
     },
