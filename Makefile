@@ -17,9 +17,9 @@ EXECUTED := $(patsubst notebooks/%,$(REPORTS)/executed/%,$(NOTEBOOKS))
 LIB := $(shell find lib/braintumour -name '*.py' 2>/dev/null)
 FINGERPRINT := $(REPORTS)/.data-fingerprint
 RAN := $(REPORTS)/.ran
-# The smoke chain runs two notebooks at once where the dependency graph allows, one thread each
-# (two kernels of two threads on two cores spin against each other); a real profile runs one at a
-# time, since its training takes every core and its step times are reported.
+# The smoke chain runs two notebooks at once where the dependency graph allows, their OpenMP threads
+# waiting passively (spinning, two kernels of two threads each on two cores slow each other several
+# times over); a real profile runs one at a time: its training takes every core and its times are reported.
 JOBS ?= $(if $(filter smoke,$(PROFILE)),2,1)
 REPRODUCE_T0 ?= $(shell date +%s)
 export REPRODUCE_T0
@@ -40,9 +40,7 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 needed, found {sys.version.split()[0]} ($(PYTHON)); set PYTHON=/path/to/python3.11"'
 	@echo "==> setting up $(VENV) (first time: a few minutes; torch is large)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@# No bytecode compiled up front (a minute of the setup, most of it torch's unused modules): Python
-	@# compiles each module on its first import instead.
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt -c constraints.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name braintumour --display-name "Python (braintumour)" >/dev/null
 	@touch $@
