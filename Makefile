@@ -21,6 +21,7 @@ RAN := $(REPORTS)/.ran
 # waiting passively (spinning, two kernels of two threads each on two cores slow each other several
 # times over); a real profile runs one at a time: its training takes every core and its times are reported.
 JOBS ?= $(if $(filter smoke,$(PROFILE)),2,1)
+PARALLEL := $(filter-out 1,$(JOBS))
 REPRODUCE_T0 ?= $(shell date +%s)
 export REPRODUCE_T0
 
@@ -95,8 +96,8 @@ $(foreach nb,$(NOTEBOOKS),$(eval $(call notebook_rule,$(basename $(notdir $(nb))
 
 reproduce: $(STAMP) pdf-tools
 	@rm -f $(RAN)
-	@$(if $(filter-out 1,$(JOBS)),OMP_WAIT_POLICY=PASSIVE) $(MAKE) --no-print-directory --jobs=$(JOBS) \
-	  $(if $(filter-out 1,$(JOBS)),--output-sync=target) $(EXECUTED)
+	@$(if $(PARALLEL),OMP_WAIT_POLICY=PASSIVE) $(MAKE) --no-print-directory --jobs=$(JOBS) \
+	  $(if $(PARALLEL),--output-sync=target) $(EXECUTED)
 	@if [ -f $(REPORTS)/pdf/10_results.pdf ]; then cp $(REPORTS)/pdf/10_results.pdf $(REPORTS)/report.pdf; fi
 	@if [ "$(PROFILE)" = cpu ]; then $(MAKE) --no-print-directory readme-results; fi
 	@if [ -f $(RAN) ]; then echo "==> reproduce ($(PROFILE)) finished: $$(wc -l < $(RAN)) notebook(s) re-executed into $(REPORTS)/"; \

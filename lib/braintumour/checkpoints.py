@@ -27,7 +27,7 @@ from torch.optim.swa_utils import update_bn
 
 from braintumour import files
 from braintumour.device import choose_device, model_device
-from braintumour.models import build_model
+from braintumour.models import build_architecture
 from braintumour.transforms import to_input
 
 if TYPE_CHECKING:
@@ -86,12 +86,9 @@ def load_checkpoint(path: str | Path, device: torch.device | None = None) -> tup
         size = cfg.get("image_size")
         if not isinstance(size, int) or isinstance(size, bool) or size < 8:
             raise ValueError(f"its config has no usable image_size (got {size!r})")
-        # Built on the meta device: no memory and no random initialisation (seconds for VGG-16's
-        # 134 M parameters) for weights the file replaces; `assign` makes its tensors the parameters.
-        # Nor ImageNet weights for a fine-tuned baseline: the file holds what they became.
-        kwargs = {k: v for k, v in cfg.get("model_kwargs", {}).items() if k != "pretrained"}
-        with torch.device("meta"):
-            model = build_model(cfg["model"], **kwargs)
+        # The file replaces every tensor (a fine-tuned baseline's ImageNet weights included): `assign`
+        # makes its tensors the parameters of layers built without values.
+        model = build_architecture(cfg["model"], **cfg.get("model_kwargs", {}))
         model.load_state_dict(payload["model"], assign=True)
         if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
             raise ValueError("some of the model's tensors are not in the file")

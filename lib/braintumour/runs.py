@@ -24,7 +24,7 @@ from braintumour import files
 from braintumour.checkpoints import load_checkpoint, reestimate_batchnorm, save_checkpoint
 from braintumour.config import interim_dir
 from braintumour.device import choose_device
-from braintumour.models import build_model
+from braintumour.models import build_architecture
 from braintumour.recipes import TrainConfig
 from braintumour.splits import Split
 from braintumour.train import train
@@ -65,11 +65,7 @@ def run_key(cfg: TrainConfig, split: Split, data_fingerprint: str, train_masks: 
     unkeyed = ("threads", "reestimate_bn", "device")
     cfg_dict = {k: v for k, v in cfg.to_dict().items() if k not in unkeyed and v is not None}
     cfg_dict["augment_resolved"] = dataclasses.asdict(Augment(**cfg.augment))
-    # Built on the meta device, without downloaded weights: the repr needs the layers, not their values,
-    # and initialising VGG-16's 134 M parameters takes seconds.
-    with torch.device("meta"):
-        layers = build_model(cfg.model, **{k: v for k, v in cfg.model_kwargs.items() if k != "pretrained"})
-    cfg_dict["architecture"] = repr(layers)
+    cfg_dict["architecture"] = repr(build_architecture(cfg.model, **cfg.model_kwargs))  # the layers, not their values
     h = hashlib.sha256(json.dumps(cfg_dict, sort_keys=True).encode())
     for part in (split.train, split.val):
         h.update(np.ascontiguousarray(part).tobytes())
