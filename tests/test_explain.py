@@ -119,12 +119,12 @@ def test_head_mask_and_energy_by_region_known_answers():
     in_corner[:4, :4] = 1.0
     assert explain.energy_by_region(on_tumour, tumour, head)["tumour"] == pytest.approx(1.0)
     corner = explain.energy_by_region(in_corner, tumour, head)
-    assert corner["outside head"] == pytest.approx(1.0) and corner["border band"] == pytest.approx(1.0)
+    assert corner["outside_head"] == pytest.approx(1.0) and corner["border_band"] == pytest.approx(1.0)
     shares = explain.region_shares(np.stack([on_tumour, in_corner]), np.stack([tumour, tumour]),
                                    np.stack([image, image]))
-    parts = shares[["tumour", "other head", "outside head"]].sum(axis=1)
+    parts = shares[["tumour", "other_head", "outside_head"]].sum(axis=1)
     np.testing.assert_allclose(parts, 1.0)
-    assert shares["area: tumour"].iloc[0] == pytest.approx(64 / size**2)
+    assert shares["area_tumour"].iloc[0] == pytest.approx(64 / size**2)
     assert np.isnan(explain.energy_by_region(np.zeros((size, size)), tumour, head)["tumour"])  # empty map
 
 

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from braintumour import record
+from braintumour import explain, record
 from braintumour.config import CLASSES
 from braintumour.pipeline import notebooks
 from braintumour.profiles import get_profile
@@ -79,7 +79,12 @@ def test_smoke_baselines_share_the_custom_cnn_schema_and_are_compared(smoke_repo
     assert {"custom_cnn", "vgg16_bn", "resnet50"} <= set(cams["models"])
     assert cams["common_subset"]["images"] > 0
     score = cams["scorecam_common_subset"]  # Score-CAM for every model, on the same images
-    assert score["images"] > 0 and {"Custom CNN (ours)", "VGG-16 (BN)", "ResNet-50"} <= set(score["scores"])
+    assert score["images"] > 0 and set(score["scores"]) == {"custom_cnn", "vgg16_bn", "resnet50"}
+    assert score["centred_blob"]["all"]["pointing"]["n"] == score["images"]
+    assert set(cams["common_subset"]["scores"]) == set(cams["models"]) and "centred_blob" in cams["common_subset"]
+    assert set(cams["regions"]["common_subset_gradcam"]) == {*cams["models"], "centred_blob"}
+    assert set(cams["regions"]["image_area"]) == set(explain.REGIONS)
+    assert all("centred_blob" in m["methods"] for m in cams["models"].values())
     assert {m["scorecam_images"] for n, m in cams["models"].items() if n != "custom_cnn"} == {score["images"]}
     for ext in ("png", "pdf"):
         assert (smoke_reports / "figures" / f"baselines_macro_f1.{ext}").is_file()

@@ -42,6 +42,11 @@ SUBSET_TITLES: dict[str, str] = {"all": "all images", "figshare": "figshare (pat
 # Notebook 06's Grad-CAM: which held-out images, and what made the maps.
 HELD_OUT_TITLES: dict[str, str] = {"unseen_folds": "unseen-patient folds", "official_testing": "official Testing"}
 CAM_SOURCE_TITLES: dict[str, str] = {"custom_cnn": "custom CNN", "centred_blob": "centred blob"}
+# Notebook 05's heatmap rows: every model, and the centred blob that ignores the image.
+CAM_TITLES: dict[str, str] = MODEL_TITLES | {"centred_blob": CAM_SOURCE_TITLES["centred_blob"]}
+# Where a heatmap's mass goes (explain.energy_by_region).
+REGION_TITLES: dict[str, str] = {"tumour": "tumour", "other_head": "other head", "outside_head": "outside head",
+                                 "border_band": "border band", "empty_maps": "empty maps"}
 SPLITS: tuple[str, ...] = ("Training", "Testing")
 
 # The counts the published archive has; validation compares against these.

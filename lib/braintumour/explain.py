@@ -169,6 +169,10 @@ def head_mask(image: np.ndarray, threshold: int = HEAD_THRESHOLD) -> np.ndarray:
     return ndimage.binary_fill_holes(labelled == largest)
 
 
+# energy_by_region's keys; config.REGION_TITLES names them in tables.
+REGIONS: tuple[str, ...] = ("tumour", "other_head", "outside_head", "border_band")
+
+
 def energy_by_region(heatmap: np.ndarray, tumour: np.ndarray, head: np.ndarray, border_px: int = BORDER_PX) -> dict:
     """Where a heatmap's mass goes: shares on the tumour, on the rest of the head, and outside the
     head (these three add up to 1), and, overlapping them, on the image's outer border band. An
@@ -177,13 +181,13 @@ def energy_by_region(heatmap: np.ndarray, tumour: np.ndarray, head: np.ndarray, 
     border = np.ones_like(tumour, dtype=bool)
     border[border_px:-border_px, border_px:-border_px] = False
     if total <= 0:
-        return dict.fromkeys(("tumour", "other head", "outside head", "border band"), float("nan"))
+        return dict.fromkeys(REGIONS, float("nan"))
     tumour = tumour.astype(bool)
     return {
         "tumour": float(heatmap[tumour].sum() / total),
-        "other head": float(heatmap[head & ~tumour].sum() / total),
-        "outside head": float(heatmap[~head & ~tumour].sum() / total),
-        "border band": float(heatmap[border].sum() / total),
+        "other_head": float(heatmap[head & ~tumour].sum() / total),
+        "outside_head": float(heatmap[~head & ~tumour].sum() / total),
+        "border_band": float(heatmap[border].sum() / total),
     }
 
 
@@ -194,7 +198,7 @@ def region_shares(heatmaps: np.ndarray, tumours: np.ndarray, images: np.ndarray)
     for h, t, im in zip(heatmaps, tumours, images, strict=True):
         head = head_mask(im)
         rows.append(energy_by_region(h, t, head) | {
-            f"area: {k}": v for k, v in energy_by_region(np.ones_like(h), t, head).items()})
+            f"area_{k}": v for k, v in energy_by_region(np.ones_like(h), t, head).items()})
     return pd.DataFrame(rows)
 
 
