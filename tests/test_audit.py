@@ -54,7 +54,7 @@ def test_testing_leakage_on_a_synthetic_manifest(four):
     assert leak.near_duplicate_in_training.tolist() == [True, True, False]
     assert leak.exact_in_training.tolist() == [True, False, False]
     pairs = audit.describe_pairs(manifest, audit.near_duplicate_pairs(audit.perceptual_hashes(four)))
-    assert set(pairs.kind) == {"across Training-Testing", "within Testing"}
+    assert set(pairs.kind) == {"training_testing", "within_testing"}
 
 
 def test_real_archive_has_known_exact_duplicates(dataset):

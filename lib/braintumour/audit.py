@@ -69,12 +69,13 @@ def duplicate_clusters(n: int, pairs: pd.DataFrame) -> np.ndarray:
 
 
 def describe_pairs(manifest: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
-    """Pairs with each side's split and class, the kind (within/across splits), exactness and label conflict."""
+    """Pairs with each side's split and class, the kind (config.PAIR_KIND_TITLES: within or across the
+    splits), exactness and label conflict."""
     a, b = manifest.iloc[pairs.i].reset_index(drop=True), manifest.iloc[pairs.j].reset_index(drop=True)
     kind = np.where(
         a.split.values != b.split.values,
-        "across Training-Testing",
-        np.where(a.split.values == "Training", "within Training", "within Testing"),
+        "training_testing",
+        np.where(a.split.values == "Training", "within_training", "within_testing"),
     )
     return pd.DataFrame(
         {

@@ -48,6 +48,9 @@ CAM_TITLES: dict[str, str] = MODEL_TITLES | {"centred_blob": CAM_SOURCE_TITLES["
 REGION_TITLES: dict[str, str] = {"tumour": "tumour", "other_head": "other head", "outside_head": "outside head",
                                  "border_band": "border band", "empty_maps": "empty maps"}
 SPLITS: tuple[str, ...] = ("Training", "Testing")
+# Near-duplicate pairs (audit.describe_pairs): both images in one split, or one in each.
+PAIR_KIND_TITLES: dict[str, str] = {"within_training": "within Training", "within_testing": "within Testing",
+                                    "training_testing": "across Training-Testing"}
 
 # The counts the published archive has; validation compares against these.
 EXPECTED_COUNTS: dict[str, dict[str, int]] = {
