@@ -98,9 +98,11 @@ def test_smoke_patient_folds_and_mask_guided_metrics(smoke_reports):
     assert folds["n_splits"] == 5 and folds["max_steps"] == {n: get_profile("smoke")["fold_steps"][n]
                                                               for n in ("custom_cnn", "resnet50")}
     assert sum(sum(c.values()) for c in folds["fold_class_counts"].values()) == folds["pooled_images"]
+    fold_ids = [f"fold_{k}" for k in range(1, 6)]
+    assert list(folds["fold_class_counts"]) == fold_ids
     for name in ("custom_cnn", "resnet50"):
         m = folds["models"][name]
-        assert set(m["per_split"]) == {"official", *(f"fold_{k}" for k in range(1, 6))}
+        assert set(m["per_split"]) == {"official", *fold_ids}
         assert m["per_split"]["fold_1"]["figshare"]["classes"] != list(CLASSES)  # no notumor
         assert 0 <= m["over_folds"]["all"]["accuracy"]["mean"] <= 1
     cams = folds["gradcam"]["results"]
@@ -112,7 +114,7 @@ def test_smoke_patient_folds_and_mask_guided_metrics(smoke_reports):
     assert guided["model"] == "custom_cnn_guided" and guided["training_images_with_mask"] > 0
     assert list(guided["variants"]) == ["plain", "architecture", "mask_term", "centred_blob"]
     assert set(guided["gradcam_official"]) == {"architecture", "mask_term"}
-    assert set(guided["unseen_patients"]["per_fold"]) == {f"fold_{k}" for k in range(1, 6)}
+    assert set(guided["unseen_patients"]["per_fold"]) == set(fold_ids)
     assert set(guided["unseen_patients"]["over_folds"]) == {"all", "figshare"}
     model = record.load("custom_cnn_guided", metrics)  # notebook 07's model record, history beside it
     assert model.header.profile == "smoke" and model.header.compute["device"] == "cpu"
