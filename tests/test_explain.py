@@ -1,8 +1,10 @@
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from braintumour import explain
+from braintumour import explain, summary
+from braintumour.config import CAM_SCORES
 from braintumour.models import MODELS, build_model
 
 
@@ -147,3 +149,13 @@ def test_evenly_spaced_keeps_the_class_mix_and_takes_all_when_asked_for_more():
     assert np.bincount(labels[picked]).tolist() == [2, 2, 2, 2]
     assert explain.evenly_spaced(5, 9).tolist() == [0, 1, 2, 3, 4]
     assert explain.evenly_spaced(5, 0).size == 0
+
+
+def test_cam_score_cells_show_each_score_with_its_interval_and_the_image_count():
+    scores = pd.DataFrame({"pointing": [1.0, 0.0, 1.0, 1.0], "energy": [0.5, 0.1, 0.4, 0.2],
+                           "iou": [0.3, 0.0, 0.2, 0.1]})
+    block = explain.summarise_scores(scores, np.array(["glioma"] * 4))["all"]
+    cells = summary.cam_score_cells(block)
+    assert list(cells) == [*CAM_SCORES, "images"] and cells["images"] == 4
+    lo, hi = block["energy"]["ci95"]
+    assert cells["energy"] == f"0.300 [{lo:.3f}, {hi:.3f}]" == summary.with_interval(block["energy"])

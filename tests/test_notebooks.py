@@ -113,6 +113,7 @@ def test_smoke_patient_folds_and_mask_guided_metrics(smoke_reports):
     guided = json.loads((metrics / "mask_guided.json").read_text())
     assert guided["model"] == "custom_cnn_guided" and guided["training_images_with_mask"] > 0
     assert list(guided["variants"]) == ["plain", "architecture", "mask_term", "centred_blob"]
+    assert set(guided["testing_metrics"]) == {"architecture"}
     assert set(guided["gradcam_official"]) == {"architecture", "mask_term"}
     assert set(guided["unseen_patients"]["per_fold"]) == set(fold_ids)
     assert set(guided["unseen_patients"]["over_folds"]) == {"all", "figshare"}

@@ -42,6 +42,8 @@ SUBSET_TITLES: dict[str, str] = {"all": "all images", "figshare": "figshare (pat
 # Notebook 06's Grad-CAM: which held-out images, and what made the maps.
 HELD_OUT_TITLES: dict[str, str] = {"unseen_folds": "unseen-patient folds", "official_testing": "official Testing"}
 CAM_SOURCE_TITLES: dict[str, str] = {"custom_cnn": "custom CNN", "centred_blob": "centred blob"}
+# A heatmap's scores against an expert mask (explain.score_heatmaps), in table order.
+CAM_SCORES: tuple[str, ...] = ("pointing", "energy", "iou")
 # Notebook 05's heatmap rows: every model, and the centred blob that ignores the image.
 CAM_TITLES: dict[str, str] = MODEL_TITLES | {"centred_blob": CAM_SOURCE_TITLES["centred_blob"]}
 # Where a heatmap's mass goes (explain.energy_by_region).

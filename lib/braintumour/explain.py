@@ -15,6 +15,7 @@ from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, Layer
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+from braintumour.config import CAM_SCORES
 from braintumour.device import model_device
 from braintumour.models import target_layer
 from braintumour.transforms import to_input
@@ -183,12 +184,9 @@ def energy_by_region(heatmap: np.ndarray, tumour: np.ndarray, head: np.ndarray, 
     if total <= 0:
         return dict.fromkeys(REGIONS, float("nan"))
     tumour = tumour.astype(bool)
-    return {
-        "tumour": float(heatmap[tumour].sum() / total),
-        "other_head": float(heatmap[head & ~tumour].sum() / total),
-        "outside_head": float(heatmap[~head & ~tumour].sum() / total),
-        "border_band": float(heatmap[border].sum() / total),
-    }
+    masses = (heatmap[tumour].sum(), heatmap[head & ~tumour].sum(), heatmap[~head & ~tumour].sum(),
+              heatmap[border].sum())
+    return {region: float(mass / total) for region, mass in zip(REGIONS, masses, strict=True)}
 
 
 def region_shares(heatmaps: np.ndarray, tumours: np.ndarray, images: np.ndarray) -> pd.DataFrame:
@@ -242,7 +240,7 @@ def summarise_scores(scores: pd.DataFrame, class_names: np.ndarray) -> dict:
     def block(frame: pd.DataFrame) -> dict:
         return {
             k: {"mean": float(frame[k].mean()), "ci95": bootstrap_mean_ci(frame[k].to_numpy()), "n": len(frame)}
-            for k in ("pointing", "energy", "iou")
+            for k in CAM_SCORES
         }
 
     out = {"all": block(scores)}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from braintumour import files, record
-from braintumour.config import BASELINES, MODEL_TITLES, SUBSET_TITLES, metrics_dir
+from braintumour.config import BASELINES, CAM_SCORES, MODEL_TITLES, SUBSET_TITLES, metrics_dir
 from braintumour.record import ModelRecord
 
 # Quoted from the papers (docs/references.md), not re-run: accuracy on the same Kaggle Testing split.
@@ -44,6 +44,16 @@ def in_sentence(name: str) -> str:
 
 def _pm(o: dict, key: str, one_seed: bool = False) -> str:
     return f"{o[key]['mean']:.2%}" if one_seed else f"{o[key]['mean']:.2%} ± {o[key]['sd']:.2%}"
+
+
+def with_interval(score: dict) -> str:
+    """A CAM score of `explain.summarise_scores` as "mean [95% interval]"."""
+    return f"{score['mean']:.3f} [{score['ci95'][0]:.3f}, {score['ci95'][1]:.3f}]"
+
+
+def cam_score_cells(block: dict) -> dict:
+    """One table row for a `summarise_scores` block: each score with its interval, and the image count."""
+    return {k: with_interval(block[k]) for k in CAM_SCORES} | {"images": block["pointing"]["n"]}
 
 
 def headline_table(folder: Path | None = None) -> pd.DataFrame:
