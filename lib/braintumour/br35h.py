@@ -17,7 +17,7 @@ from pathlib import Path
 
 from braintumour import data
 from braintumour.config import BR35H_DIRNAME, BR35H_ENV, BR35H_FOLDERS, BR35H_KAGGLE_DATASET, IMAGE_SUFFIXES, raw_dir
-from braintumour.download import DownloadError, _kaggle_download, download_file, install_tree, unpack_zip
+from braintumour.download import DownloadError, install_tree, source_root
 
 
 def candidate_dirs() -> list[tuple[str, Path]]:
@@ -84,13 +84,7 @@ def fetch(url: str | None = None, sha256: str | None = None, dest: Path | None =
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".fetch-br35h-") as work:
         work = Path(work)
-        if url:
-            print(f"downloading Br35H from {url}")
-            archive = download_file(url, work / "br35h.zip", sha256)
-            unpack_zip(archive, work / "unpacked", name=url)
-            root = _root(work / "unpacked")
-        else:
-            root = _kaggle_download(BR35H_KAGGLE_DATASET, _root, "BR35H_URL")
+        root = source_root(work, url, sha256, _root, BR35H_KAGGLE_DATASET, "BR35H_URL")
         staged = work / "staged"
         staged.mkdir()
         for f in BR35H_FOLDERS:  # only the labelled folders

@@ -183,17 +183,28 @@ def fetch(
     dest.parent.mkdir(parents=True, exist_ok=True)
     # Work beside the destination so the final rename stays on one filesystem.
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".fetch-") as work:
-        work = Path(work)
-        if url:
-            print(f"downloading {url}")
-            archive = download_file(url, work / "archive.zip", sha256)
-            unpack_zip(archive, work / "unpacked", name=url)
-            root = _dataset_root(work / "unpacked")
-        else:
-            root = _kaggle_download()
+        root = source_root(Path(work), url, sha256)
         install_tree(root, dest, expected, move=bool(url))
     print(f"dataset installed at {dest}")
     return dest
+
+
+def source_root(
+    work: Path,
+    url: str | None,
+    sha256: str | None,
+    root: Callable[[Path], Path] = _dataset_root,
+    dataset: str = KAGGLE_DATASET,
+    url_var: str = "DATA_URL",
+) -> Path:
+    """The data's folder (`root` finds it) in the zip at `url`, fetched and unpacked into `work`, or,
+    with no url, in the Kaggle dataset."""
+    if not url:
+        return _kaggle_download(dataset, root, url_var)
+    print(f"downloading {url}")
+    archive = download_file(url, work / "archive.zip", sha256)
+    unpack_zip(archive, work / "unpacked", name=url)
+    return root(work / "unpacked")
 
 
 def _kaggle_download(

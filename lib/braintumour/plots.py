@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -264,6 +267,17 @@ def cam_grid(
     return fig
 
 
+@contextmanager
+def seeded_global_numpy(seed: int) -> Iterator[None]:
+    """numpy's global generator seeded for the block, then put back as it was."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def fold_scores(table: pd.DataFrame, metric: str = "accuracy", title: str = "") -> plt.Figure:
     """Per-fold scores (dots) and the official split's score (a cross) per model, one panel per subset.
     `table`: columns model, split ("official" or a fold name), subset, and the metric."""
@@ -272,8 +286,9 @@ def fold_scores(table: pd.DataFrame, metric: str = "accuracy", title: str = "") 
     for ax, subset in zip(axes[0], subsets, strict=True):
         part = table[table.subset == subset]
         folds_part, official = part[part.split != "official"], part[part.split == "official"]
-        sns.stripplot(data=folds_part, x="model", y=metric, ax=ax, size=6, jitter=0.08, color="tab:blue",
-                      label="unseen-patient folds")
+        with seeded_global_numpy(0):  # seaborn draws the jitter from numpy's global generator
+            sns.stripplot(data=folds_part, x="model", y=metric, ax=ax, size=6, jitter=0.08, color="tab:blue",
+                          label="unseen-patient folds")
         sns.pointplot(data=official, x="model", y=metric, ax=ax, linestyle="none", marker="X", markersize=10,
                       color="tab:red", label="official split")
         ax.set(title=subset, xlabel="", ylabel=metric.replace("_", " "))

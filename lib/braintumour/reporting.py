@@ -108,10 +108,12 @@ def write_csv(table: pd.DataFrame, name: str, *, data_fingerprint: str) -> Path:
 
 
 def save_figure(fig: plt.Figure, name: str, dpi: int = 300) -> list[Path]:
-    """Save a figure as PNG (300 dpi) and PDF (vector, for LaTeX) under reports/figures/."""
+    """Save a figure as PNG (300 dpi) and PDF (vector, for LaTeX) under reports/figures/. The PDF
+    carries no creation date, so the same figure is the same file."""
     out = []
     for ext in ("png", "pdf"):
         path = reports_dir() / "figures" / f"{name}.{ext}"
-        files.write_with(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight"))
+        metadata = {"CreationDate": None} if ext == "pdf" else None
+        files.write_with(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", metadata=metadata))
         out.append(path)
     return out
