@@ -1,6 +1,7 @@
 """The notebook chain, executed with papermill in the smoke profile (the same as `make smoke`)."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,23 @@ def test_every_notebook_executes_in_the_smoke_profile(smoke_reports):
         assert not any(o.get("output_type") == "error" for c in cells for o in c.get("outputs", []))
 
 
+PIL_MODES = ("1", "L", "P", "RGB", "RGBA")
+
+
+def _title_keys(tree):
+    """Keys of a metrics tree that are neither snake_case ids nor data values (the Kaggle split
+    folders, PIL image modes): display titles, which belong in `config`, not in metrics files."""
+    if isinstance(tree, list):
+        for item in tree:
+            yield from _title_keys(item)
+    elif isinstance(tree, dict):
+        for key, value in tree.items():
+            is_data_value = key in ("Training", "Testing") or key.removeprefix("mode_") in PIL_MODES
+            if not (re.fullmatch(r"[a-z0-9_.+-]+", key) or is_data_value):
+                yield key
+            yield from _title_keys(value)
+
+
 @pytest.mark.slow
 def test_smoke_metrics_share_the_schema(smoke_reports):
     paths = sorted((smoke_reports / "metrics").glob("*.json"))
@@ -42,6 +60,7 @@ def test_smoke_metrics_share_the_schema(smoke_reports):
         assert SCHEMA <= set(m), p.name
         assert m["profile"] == "smoke"
         fingerprints.add(m["data_fingerprint"])
+        assert not list(_title_keys(m)), (p.name, list(_title_keys(m)))
     assert len(fingerprints) == 1
     cnn = json.loads((smoke_reports / "metrics" / "custom_cnn.json").read_text())
     for key in ("model", "params", "image_size", "seeds", "train_seconds", "inference_images_per_second", "test"):
