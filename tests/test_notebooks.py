@@ -11,7 +11,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from braintumour import explain, record
-from braintumour.config import CLASSES
+from braintumour.config import CLASSES, SPLITS
 from braintumour.pipeline import notebooks
 from braintumour.profiles import get_profile
 
@@ -44,7 +44,7 @@ def _title_keys(tree):
             yield from _title_keys(item)
     elif isinstance(tree, dict):
         for key, value in tree.items():
-            is_data_value = key in ("Training", "Testing") or key.removeprefix("mode_") in PIL_MODES
+            is_data_value = key in SPLITS or key.removeprefix("mode_") in PIL_MODES
             if not (re.fullmatch(r"[a-z0-9_.+-]+", key) or is_data_value):
                 yield key
             yield from _title_keys(value)

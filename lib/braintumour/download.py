@@ -207,9 +207,7 @@ def source_root(
     return root(work / "unpacked")
 
 
-def _kaggle_download(
-    dataset: str = KAGGLE_DATASET, root: Callable[[Path], Path] = _dataset_root, url_var: str = "DATA_URL"
-) -> Path:
+def _kaggle_download(dataset: str, root: Callable[[Path], Path], url_var: str) -> Path:
     """Download a Kaggle dataset with kagglehub; `root` finds the data's folder inside it."""
     try:
         import kagglehub
