@@ -10,6 +10,10 @@ With --roofline it also counts a step's floating-point operations (torch's `Flop
 times a large float32 matrix product, the fastest work this machine's cores do: the step can take no
 less than its operations at that rate, which says whether a step-time target is within the hardware.
 
+With --dispatch it counts the operators a step dispatches (forward, backward and AdamW's multi-tensor
+step, as on a GPU; views left out). A GPU launches at least one kernel for each, and its host pays for
+every launch however little the kernel computes: for a network this small, what bounds a GPU's step.
+
     .venv/bin/python benchmarks/cpu_precision.py [--models custom_cnn lenet5 ...] [--size 128]
     .venv/bin/python benchmarks/cpu_precision.py --models custom_cnn --kwargs '{"width": 40, "stem_width": 20}'
 """
@@ -24,6 +28,7 @@ from functools import partial
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from braintumour.device import choose_device, describe
@@ -90,6 +95,30 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 / float(np.median(times)) / 1e9
 
 
+class OperatorCount(TorchDispatchMode):
+    """Counts the operators dispatched inside it that compute (views only relabel memory)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204 (torch's hook)
+        self.count += not func.is_view
+        return func(*args, **(kwargs or {}))
+
+
+def step_operators(name: str, size: int, batch: int, kwargs: dict) -> int:
+    """Operators one training step dispatches, AdamW taking its multi-tensor path as it does on a GPU."""
+    model, loss_of, lr = training_step(name, None, size, batch, kwargs)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, foreach=True)
+    with OperatorCount() as counter:
+        loss = loss_of(model)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return counter.count
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["custom_cnn", "lenet5", "resnet50"])
@@ -99,6 +128,7 @@ def main() -> None:
     ap.add_argument("--kwargs", type=json.loads, default={}, help="build_model keyword arguments as JSON")
     ap.add_argument("--float32-only", action="store_true", help="skip bfloat16 (minutes per step where emulated)")
     ap.add_argument("--roofline", action="store_true", help="a step's GFLOP against the machine's matmul rate")
+    ap.add_argument("--dispatch", action="store_true", help="a step's operators and the host's time to issue them")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, batch {args.batch}, {args.size} px, {describe(choose_device(), None)}")
     if args.roofline and choose_device().type == "cpu":
@@ -107,6 +137,10 @@ def main() -> None:
         for name in args.models:
             flop = step_gflop(name, args.size, args.batch, args.kwargs)
             print(f"{name:12s} {flop:7.2f} GFLOP a step: no faster than {flop / rate:.3f} s at that rate", flush=True)
+    if args.dispatch:
+        for name in args.models:
+            print(f"{name:12s} {step_operators(name, args.size, args.batch, args.kwargs)} operators a step",
+                  flush=True)
     for name in args.models:
         fp32 = timed(name, None, args.size, args.batch, args.repeats, args.kwargs)
         if args.float32_only:

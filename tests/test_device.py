@@ -164,3 +164,15 @@ def test_cuda_resume_continues_as_if_never_stopped(tiny_run_data, tmp_path):
     resumed, _ = train(cfg, images, labels, split.train, split.val, np.ones(4), tmp_path / "b", progress=False)
     for (k, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items(), strict=True):
         assert torch.allclose(a.float(), b.float(), atol=1e-5), k
+
+
+@NO_CUDA
+def test_cuda_warps_the_batch_on_the_gpu_as_the_cpu_does(tiny_run_data):
+    from braintumour.transforms import Augment
+
+    images, _, _ = tiny_run_data
+    batch = torch.from_numpy(images[:8])
+    on_cpu = Augment()(batch, torch.Generator().manual_seed(0))
+    on_gpu = Augment()(batch.cuda(), torch.Generator().manual_seed(0))
+    assert on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-4, rtol=0)

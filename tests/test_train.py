@@ -224,6 +224,18 @@ def test_augment_is_seeded_and_keeps_shape(tiny):
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+def test_augment_warps_where_the_batch_is_and_draws_on_the_host(tiny):
+    """A GPU warps its own batch (the meta device stands in for one), while every random draw comes from
+    the host generator: the same draws, so the same augmentation, on any device."""
+    images, _, split = tiny
+    batch = torch.from_numpy(images[split.train[:8]])
+    host, elsewhere = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    Augment().with_masks(batch, torch.ones(batch.shape), host)
+    x, m = Augment().with_masks(batch.to("meta"), torch.ones(batch.shape, device="meta"), elsewhere)
+    assert x.device.type == m.device.type == "meta" and x.shape == (8, 1, SIZE, SIZE)
+    assert torch.equal(host.get_state(), elsewhere.get_state())
+
+
 def test_max_steps_beyond_the_epochs_changes_nothing(tiny, tmp_path):
     images, labels, split = tiny
     w = splits.class_weights(labels[split.train])

@@ -30,12 +30,13 @@ def batch_loss(
     `cfg.mask_weight` times the mask-alignment term on the images that have a mask. One function for the
     training loop and `benchmarks/cpu_precision.py`, so the benchmark times the real step."""
     if randomiser is not None:
-        images = randomiser(images, gen)
-    x, m = augment.with_masks(images, masks if cfg.mask_weight else None, gen)
-    # Augmentation draws from the host generator (its state is in the checkpoint); the batch moves after it.
+        images = randomiser(images, gen)  # MONAI's and the JPEG steps: on the host
+    # The uint8 batch moves to the device (a quarter of its float size) and is warped there, so a GPU
+    # does not wait on the host's interpolation; the random draws stay on the host generator.
     device = model_device(model)
-    x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-    targets, m = targets.to(device), None if m is None else m.to(device)
+    masks = masks.to(device) if masks is not None and cfg.mask_weight else None
+    x, m = augment.with_masks(images.to(device, non_blocking=True), masks, gen)
+    x, targets = x.contiguous(memory_format=torch.channels_last), targets.to(device)
     with autocast(device, cfg.precision):
         logits, maps = model.logits_and_maps(x) if cfg.mask_weight else (model(x), None)
     logits = logits.float()

@@ -1,7 +1,9 @@
 """Input preprocessing (shared by training, evaluation and prediction) and batch augmentation.
 
 Augmentation runs on whole in-memory batches with torch ops (one affine grid per batch), which
-on a 2-core CPU is far cheaper than per-image PIL transforms in worker processes.
+on a 2-core CPU is far cheaper than per-image PIL transforms in worker processes, and on a GPU runs
+on the GPU: the random draws come from the host's generator, the warp and jitter run where the
+batch is.
 """
 
 from __future__ import annotations
@@ -47,9 +49,10 @@ class Augment:
         self, images: torch.Tensor, masks: torch.Tensor | None, gen: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """As `__call__`, and the same flip and affine warp applied to `masks` (N, H, W), so a tumour
-        outline stays on its tumour. Returns (images, float masks in [0, 1] or None). The random
-        draws are the same with or without masks: a run's images do not depend on it."""
-        n = images.shape[0]
+        outline stays on its tumour. Returns (images, float masks in [0, 1] or None), on the images'
+        device. The random draws are the same with or without masks, and on any device: they come from
+        `gen`, a host generator whose state a checkpoint keeps, so a run's images depend on neither."""
+        n, device = images.shape[0], images.device
         x = images.float().unsqueeze(1).div_(255.0)
 
         def uniform(lo: float, hi: float) -> torch.Tensor:
@@ -61,13 +64,14 @@ class Augment:
         tx, ty = uniform(-self.translate, self.translate) * 2, uniform(-self.translate, self.translate) * 2
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
         theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
+        theta = theta.to(device)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         if masks is not None:
             masks = F.grid_sample(masks.float().unsqueeze(1), grid, mode="bilinear", padding_mode="zeros",
                                   align_corners=False).squeeze(1)
 
-        gain = uniform(1 - self.gain, 1 + self.gain).view(n, 1, 1, 1)
-        gamma = torch.exp(uniform(-self.gamma, self.gamma)).view(n, 1, 1, 1)
+        gain = uniform(1 - self.gain, 1 + self.gain).view(n, 1, 1, 1).to(device)
+        gamma = torch.exp(uniform(-self.gamma, self.gamma)).view(n, 1, 1, 1).to(device)
         x = (x.clamp_(0, 1) ** gamma * gain).clamp_(0, 1)
         return x.sub_(PIXEL_MEAN).div_(PIXEL_STD), masks
