@@ -128,7 +128,7 @@ def main() -> None:
     ap.add_argument("--kwargs", type=json.loads, default={}, help="build_model keyword arguments as JSON")
     ap.add_argument("--float32-only", action="store_true", help="skip bfloat16 (minutes per step where emulated)")
     ap.add_argument("--roofline", action="store_true", help="a step's GFLOP against the machine's matmul rate")
-    ap.add_argument("--dispatch", action="store_true", help="a step's operators and the host's time to issue them")
+    ap.add_argument("--dispatch", action="store_true", help="the operators a step dispatches, each a GPU kernel launch")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, batch {args.batch}, {args.size} px, {describe(choose_device(), None)}")
     if args.roofline and choose_device().type == "cpu":
