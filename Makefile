@@ -37,11 +37,15 @@ help:
 
 setup: $(STAMP)
 
+# pip compiles bytecode one file at a time; compileall does it on every core afterwards (without
+# bytecode every process would compile torch again where PYTHONDONTWRITEBYTECODE is set). torch ships
+# one file written for Python 3.12, left uncompiled as pip leaves it.
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 needed, found {sys.version.split()[0]} ($(PYTHON)); set PYTHON=/path/to/python3.11"'
 	@echo "==> setting up $(VENV) (first time: a few minutes; torch is large)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt -c constraints.txt
+	$(PY) -m compileall -q -j 0 -x py312_intrinsics $(VENV)/lib
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name braintumour --display-name "Python (braintumour)" >/dev/null
 	@touch $@
