@@ -47,13 +47,19 @@ def step_seconds(model: torch.nn.Module, loss_of: Callable[[torch.nn.Module], to
     times = []
     for _ in range(repeats + 1):
         t = time.perf_counter()
-        loss = loss_of(model)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss.item()
+        one_step(model, loss_of, opt).item()
         times.append(time.perf_counter() - t)
     return float(np.median(times[1:]))
+
+
+def one_step(model: torch.nn.Module, loss_of: Callable[[torch.nn.Module], torch.Tensor],
+             opt: torch.optim.Optimizer) -> torch.Tensor:
+    """One optimiser step on the loss `loss_of(model)`, as the training loop takes it; returns the loss."""
+    loss = loss_of(model)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
 
 
 def training_step(name: str, precision: str | None, size: int, batch: int,
@@ -112,10 +118,7 @@ def step_operators(name: str, size: int, batch: int, kwargs: dict) -> int:
     model, loss_of, lr = training_step(name, None, size, batch, kwargs)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, foreach=True)
     with OperatorCount() as counter:
-        loss = loss_of(model)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        one_step(model, loss_of, opt)
     return counter.count
 
 
