@@ -31,7 +31,8 @@ help:
 	@echo "make reproduce   re-execute every notebook (PROFILE=$(PROFILE)) into $(REPORTS)/"
 	@echo "make test        lint + tests (includes a smoke run of every notebook)"
 	@echo "make smoke       the whole notebook chain on a small subset, into build/smoke/reports"
-	@echo "make data        find or download the Kaggle set (DATA_URL=<zip> or Kaggle), the figshare masks, Br35H"
+	@echo "make data        find or download the Kaggle set (DATA_URL=<zip> or Kaggle), the figshare masks and every"
+	@echo "                 collection (Br35H, BraTS slices, OASIS, OpenNeuro; <NAME>_URL=<zip> for each)"
 	@echo "make lab         JupyterLab on the project's kernel"
 	@echo "make setup       .venv with pinned packages, editable library, Jupyter kernel"
 
@@ -78,7 +79,7 @@ $(FINGERPRINT): FORCE | $(STAMP)
 
 # Each notebook depends on its source, the library, the data, and the notebooks whose outputs it
 # reads (UPSTREAM_<name>). The story order of the numbers is kept except where a notebook reads a
-# later one's results: 02 reads the class-weighting ablation that 03 trains.
+# later one's results: 02 reads the class-weighting ablation that 03 trains, and 10 (the summary) reads 11.
 UPSTREAM_01_eda := 00_data
 UPSTREAM_02_class_imbalance := 00_data 03_custom_cnn
 UPSTREAM_03_custom_cnn := 00_data 01_eda
@@ -89,6 +90,7 @@ UPSTREAM_07_mask_guided := 00_data 01_eda 03_custom_cnn 05_gradcam 06_patient_fo
 UPSTREAM_08_external := 00_data 01_eda 03_custom_cnn 04_baselines 05_gradcam 07_mask_guided
 UPSTREAM_09_calibration := 00_data 01_eda 03_custom_cnn 04_baselines 07_mask_guided 08_external
 UPSTREAM_10_results := $(filter-out 10_results,$(basename $(notdir $(NOTEBOOKS))))
+UPSTREAM_11_generalisation := 00_data 01_eda 03_custom_cnn 04_baselines 07_mask_guided 08_external
 upstream = $(foreach u,$(UPSTREAM_$(1)),$(filter $(REPORTS)/executed/$(u).ipynb,$(EXECUTED)))
 define notebook_rule
 $(REPORTS)/executed/$(1).ipynb: notebooks/$(1).ipynb $(LIB) $(FINGERPRINT) $(call upstream,$(1)) | $(STAMP)

@@ -3,11 +3,15 @@ images only where a test needs something the real data lacks (bad files, other m
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +159,26 @@ def model_record(name: str, accuracy: float, seeds=(0,), n: int = 200) -> record
         split_sizes={"train": 100, "val": 20, "test": n}, test=per_seed[seeds[0]], test_over_seeds=over,
         test_per_seed=per_seed, test_dedup=per_seed[seeds[0]], test_dedup_over_seeds=over,
         test_dedup_per_seed=per_seed, recall_by_source={})
+
+
+@pytest.fixture()
+def http_root(tmp_path):
+    """A folder served over HTTP on 127.0.0.1, and its base URL: a download's far end, offline."""
+    root = tmp_path / "served"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def zip_folder(folder: Path, archive: Path, prefix: str = "") -> Path:
+    """Every file below `folder` into a zip, under `prefix`."""
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                zf.write(p, prefix + p.relative_to(folder).as_posix())
+    return archive

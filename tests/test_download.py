@@ -1,42 +1,18 @@
 """`make data`'s download-check-unpack path, against a zip served on 127.0.0.1."""
 
-import functools
 import hashlib
-import http.server
-import threading
 import zipfile
-from pathlib import Path
 
 import pytest
+from conftest import zip_folder
 
 from braintumour import download
 from braintumour.data import DatasetLayoutError
 
 
-@pytest.fixture()
-def http_root(tmp_path):
-    root = tmp_path / "served"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a, **k: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-
-
-def _zip_folder(folder: Path, archive: Path, prefix: str = "") -> Path:
-    with zipfile.ZipFile(archive, "w") as zf:
-        for p in sorted(folder.rglob("*")):
-            if p.is_file():
-                zf.write(p, prefix + p.relative_to(folder).as_posix())
-    return archive
-
-
 def test_download_check_unpack(isolated_root, mini_dataset, http_root):
     served, base = http_root
-    archive = _zip_folder(mini_dataset, served / "brain-tumor-mri.zip", prefix="archive/")
+    archive = zip_folder(mini_dataset, served / "brain-tumor-mri.zip", prefix="archive/")
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
     dest = isolated_root / "data" / "raw" / "brain-tumor-mri"
     out = download.fetch(f"{base}/brain-tumor-mri.zip", sha256=digest, expected=None)
@@ -51,7 +27,7 @@ def test_download_check_unpack(isolated_root, mini_dataset, http_root):
 
 def test_checksum_mismatch_leaves_nothing(isolated_root, mini_dataset, http_root):
     served, base = http_root
-    _zip_folder(mini_dataset, served / "a.zip")
+    zip_folder(mini_dataset, served / "a.zip")
     with pytest.raises(download.DownloadError, match="SHA-256"):
         download.fetch(f"{base}/a.zip", sha256="0" * 64, expected=None)
     assert list((isolated_root / "data" / "raw").iterdir()) == []
@@ -59,7 +35,7 @@ def test_checksum_mismatch_leaves_nothing(isolated_root, mini_dataset, http_root
 
 def test_wrong_layout_and_not_a_zip_and_404(isolated_root, mini_dataset, http_root):
     served, base = http_root
-    _zip_folder(mini_dataset / "Training", served / "only-training.zip")
+    zip_folder(mini_dataset / "Training", served / "only-training.zip")
     with pytest.raises(DatasetLayoutError):
         download.fetch(f"{base}/only-training.zip", expected=None)
     (served / "text.zip").write_text("not a zip")
@@ -72,7 +48,7 @@ def test_wrong_layout_and_not_a_zip_and_404(isolated_root, mini_dataset, http_ro
 
 def test_counts_are_checked_by_default(isolated_root, mini_dataset, http_root):
     served, base = http_root
-    _zip_folder(mini_dataset, served / "small.zip")
+    zip_folder(mini_dataset, served / "small.zip")
     with pytest.raises(DatasetLayoutError, match="expected 1321"):
         download.fetch(f"{base}/small.zip")
     assert list((isolated_root / "data" / "raw").iterdir()) == []

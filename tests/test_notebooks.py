@@ -186,6 +186,26 @@ def test_smoke_calibration_fits_on_validation_and_writes_beside_each_model(smoke
 
 
 @pytest.mark.slow
+def test_smoke_generalisation_scores_every_collection_with_intervals_over_groups(smoke_reports):
+    from braintumour.config import COLLECTIONS
+
+    gen = json.loads((smoke_reports / "metrics" / "generalisation.json").read_text())
+    measure = {"brats": "detected", "br35h": "detected", "oasis": "specificity", "openneuro": "specificity"}
+    assert set(gen["leave_one_out"]) == set(COLLECTIONS) and set(gen["audit"]) == set(COLLECTIONS)
+    for name, scores in {**gen["leave_one_out"], **{n: gen["shipped"][n] for n in COLLECTIONS}}.items():
+        block = scores[measure[name]]
+        assert 0 <= block["ci95"][0] <= block["value"] <= block["ci95"][1] <= 1
+        assert 1 <= block["groups"] <= block["n"]
+    assert set(gen["shipped"]["brats"]["by_look"]) == {"axial", "coronal", "sagittal"}
+    assert set(gen["shipped"]["looks"]) == {"skull_stripped", "with_skull"}
+    assert 0 <= gen["shipped"]["looks"]["skull_stripped"]["value"] <= 1
+    assert {"custom_cnn", "lenet5"} <= set(gen["saved_models"])  # the smoke chain saves them first
+    assert set(gen["ablations"]) and all(set(v) <= set(COLLECTIONS) for v in gen["ablations"].values())
+    assert all(isinstance(ok, bool) for ok in gen["shipped_targets_met"].values())
+    assert (smoke_reports / "figures" / "generalisation_brats_gradcam.png").is_file()
+
+
+@pytest.mark.slow
 def test_pdfs_render_and_are_not_blank(smoke_reports, tmp_path):
     import numpy as np
     from PIL import Image

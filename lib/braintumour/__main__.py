@@ -55,14 +55,16 @@ def _parameter(text: str) -> tuple[str, object]:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from braintumour import br35h, figshare
+    from braintumour import figshare
+    from braintumour.datasets import EXTERNAL
     from braintumour.download import fetch
 
     kaggle = fetch(url=args.url or None, sha256=args.sha256 or None, force=args.force)
     if "figshare" not in args.skip:
         figshare.ensure(kaggle, api_url=args.figshare_api or None)
-    if "br35h" not in args.skip:
-        br35h.fetch(url=args.br35h_url or None, sha256=args.br35h_sha256 or None)
+    for name, source in EXTERNAL.items():
+        if name not in args.skip:
+            source.fetch(url=os.environ.get(source.url_var) or None, sha256=os.environ.get(source.sha_var) or None)
     return 0
 
 
@@ -153,6 +155,8 @@ def _cmd_experiments_log(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from braintumour.config import COLLECTIONS
+
     parser = argparse.ArgumentParser(
         prog="python -m braintumour", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -164,10 +168,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="download even if a dataset is found elsewhere")
     p.add_argument("--figshare-api", default=os.environ.get("FIGSHARE_API_URL", ""),
                    help="figshare file listing (default $FIGSHARE_API_URL, else figshare's public API)")
-    p.add_argument("--br35h-url", default=os.environ.get("BR35H_URL", ""), help="zip of Br35H (default $BR35H_URL)")
-    p.add_argument("--br35h-sha256", default=os.environ.get("BR35H_SHA256", ""), help="expected SHA-256 of it")
-    p.add_argument("--skip", action="append", default=[], choices=["figshare", "br35h"],
-                   help="leave out a source (repeatable): the figshare masks and patient ids, or Br35H")
+    p.add_argument("--skip", action="append", default=[], choices=["figshare", *COLLECTIONS],
+                   help="leave out a source (repeatable): the figshare masks and patient ids, or a collection; "
+                        "a collection's zip is taken from $<NAME>_URL (BR35H_URL, BRATS_SLICES_URL, "
+                        "OASIS_SLICES_URL, OPENNEURO_SLICES_URL; SHA-256 in ..._SHA256) where set")
     p.set_defaults(func=_cmd_data)
 
     p = sub.add_parser("manifest", help="build or check the manifest and print the data fingerprint")

@@ -19,7 +19,8 @@ MODEL_TITLES: dict[str, str] = {
     "custom_cnn": "Custom CNN (ours)",
     "custom_cnn_refit": "Custom CNN, refit on Training + validation",
     "custom_cnn_guided": "Mask-guided custom CNN",
-    "custom_cnn_external": "Custom CNN + Br35H partial labels (predict's default)",
+    "custom_cnn_external": "Custom CNN + Br35H partial labels (notebook 08)",
+    "custom_cnn_generalised": "Custom CNN, generalised recipe (notebook 11)",
     "lenet5": "LeNet-5",
     "alexnet": "AlexNet",
     "vgg16_bn": "VGG-16 (BN)",
@@ -70,6 +71,11 @@ BR35H_DIRNAME = "br35h"
 BR35H_ENV = "BR35H_DIR"
 BR35H_KAGGLE_DATASET = "ahmedhamada0/brain-tumor-detection"
 BR35H_FOLDERS: tuple[str, ...] = ("yes", "no")
+# The collections a model is tested for generalisation on (`braintumour.datasets`), in table order.
+COLLECTIONS: tuple[str, ...] = ("brats", "br35h", "oasis", "openneuro")
+COLLECTION_TITLES: dict[str, str] = {"kaggle": "Kaggle Testing", "brats": "BraTS 2021 (gliomas)",
+                                     "br35h": "Br35H (tumours)", "oasis": "OASIS (healthy)",
+                                     "openneuro": "OpenNeuro ds000177 (healthy)"}
 
 # Input normalisation for every model: uint8 grey -> [0, 1] -> (x - mean) / std. The numbers are
 # the Training split's pixel mean/std at 128 px (rounded); one constant keeps train, evaluation

@@ -11,7 +11,6 @@ No code here depends on how many images the copy holds.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +19,9 @@ import pandas as pd
 from scipy.stats import bootstrap
 
 from braintumour import audit, data
-from braintumour import br35h as br35h_source
 from braintumour.config import CLASSES
 from braintumour.config import WRITTEN_BY as WRITTEN_BY  # the saved models notebook 08 scores, in order
+from braintumour.datasets import br35h as br35h_source
 from braintumour.recipes import PARTIAL_LABEL, TrainConfig, custom_cnn_config
 from braintumour.runs import RunResult, train_or_load
 from braintumour.splits import Split, class_weights, refit_split
@@ -34,18 +33,9 @@ PART_SEED = 2020
 
 
 def load_br35h(root: Path | None = None) -> data.Dataset:
-    """Br35H (`br35h.find_br35h`, layout checked by `br35h.list_images`) as a `data.Dataset`: split
-    "Br35H", class "yes" or "no", label `TUMOUR_UNKNOWN` or notumor; so the decoded-image cache and
-    the fingerprint work as for the Kaggle set."""
-    root = (root or br35h_source.find_br35h()).resolve()
-    rows = []
-    for rel, folder in br35h_source.list_images(root):
-        raw = data.read_image_bytes(root / rel)
-        width, height, mode = data._header(root / rel, raw)
-        rows.append((rel, "Br35H", TUMOUR_UNKNOWN if folder == "yes" else NOTUMOR, folder,
-                     hashlib.sha256(raw).hexdigest(), width, height, mode, ""))
-    manifest = pd.DataFrame(rows, columns=data.MANIFEST_COLUMNS)
-    return data.Dataset(root, manifest, data.fingerprint(manifest))
+    """Br35H as a `data.Dataset` (`datasets.br35h`): split "Br35H", class "yes" or "no", label
+    `TUMOUR_UNKNOWN` or notumor; so the decoded-image cache and the fingerprint work as for the Kaggle set."""
+    return br35h_source.SOURCE.load(root)
 
 
 def audit_against_kaggle(br35h: data.Dataset, br35h_hashes: np.ndarray, kaggle: data.Dataset,

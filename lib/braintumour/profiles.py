@@ -36,6 +36,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "pretrained_baselines": [],
         "fold_steps": {"custom_cnn": 4, "resnet50": 2, "custom_cnn_guided": 4},
         "external_limit": 24,  # Br35H images per part (notebook 08)
+        "collection_limit": 24,  # images per part of each collection (notebook 11)
+        "generalise_steps": 4,  # optimiser steps of each generalisation run (notebook 11)
+        "generalise_seeds": [0],  # the shipped model's
+        "generalise_ablations": {"no_other_collections": ["brats"], "no_skull_strip": ["brats"]},
         # Notebook 05's subsets of the masked Testing images: Score-CAM costs one forward pass per
         # channel of the target layer, ROAD's imputation a sparse solve per image and step.
         "scorecam_images": 8,
@@ -82,6 +86,15 @@ PROFILES: dict[str, dict[str, Any]] = {
         # mask-guided CNN 1296-1648).
         "fold_steps": {"custom_cnn": 1860, "resnet50": 154, "custom_cnn_guided": 1568},
         "external_limit": None,
+        "collection_limit": None,
+        # Each of notebook 11's runs (leave one collection out, the shipped model's seeds): 3,000 steps,
+        # about 24 passes over its pool (docs/running.md has their minutes).
+        "generalise_steps": 3000,
+        "generalise_seeds": [0, 1, 2],
+        # Ablations (generalisation.ABLATIONS) and the leave-one-out folds each is run on: the skull-stripped
+        # collections, where the brain-only view should matter, and every fold for the Kaggle-only run (one run).
+        "generalise_ablations": {"no_other_collections": ["brats", "br35h", "oasis", "openneuro"],
+                                 "no_skull_strip": ["brats", "oasis"]},
         "scorecam_images": 120,
         "baseline_scorecam_images": 8,
         "baseline_cam_images": 619,
@@ -108,6 +121,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "pretrained_baselines": ["vgg16_bn", "resnet50"],
         "fold_steps": None,
         "external_limit": None,
+        "collection_limit": None,
+        "generalise_steps": None,  # epochs, as notebook 03
+        "generalise_seeds": [0, 1, 2, 3, 4],
+        "generalise_ablations": {name: ["brats", "br35h", "oasis", "openneuro"]
+                                 for name in ("no_other_collections", "no_skull_strip", "no_randomise")},
         "scorecam_images": 619,
         "baseline_scorecam_images": 619,
         "baseline_cam_images": 619,

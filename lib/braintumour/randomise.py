@@ -22,6 +22,7 @@ from PIL import Image
 
 HEAD_LEVEL = 0.05  # intensities above this (of 1) count as head, below as background, for the inversion
 GROUP = 4  # images that share one draw of each MONAI step
+SKULL_RIM = (0.03, 0.08)  # of the image's side: the rim `brain_only` removes, drawn per image
 
 
 @dataclass
@@ -37,6 +38,9 @@ class Randomise:
     noise: float = 0.3  # MONAI RandRicianNoise: magnitude-image noise
     jpeg: float = 0.3  # re-encoded as JPEG at quality 30-90
     share: float = 0.5  # of each batch; the rest stays as acquired, so the Kaggle look is still learnt
+    # Keeps only the brain: the head less a rim as wide as scalp and skull, so that a skull-stripped
+    # collection's look (BraTS, OASIS) comes with both labels. 0: never (the default, as every run before it).
+    skull_strip: float = 0.0
 
     def __post_init__(self) -> None:
         # Imported here: `import monai` loads all of MONAI (its apps, bundles and networks), about 6 s
@@ -75,6 +79,11 @@ class Randomise:
 
     def _randomised(self, images: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         x = images.numpy().astype(np.float32) / 255.0
+        if self.skull_strip:
+            strip = rng.random(len(x)) < self.skull_strip
+            rims = rng.uniform(*SKULL_RIM, len(x))
+            for i in np.flatnonzero(strip):
+                x[i] *= brain_only(images[i].numpy(), rims[i])
         flip = rng.random(len(x)) < self.invert
         head = x > HEAD_LEVEL
         x = np.where(head & flip[:, None, None], np.clip(1.0 + HEAD_LEVEL - x, 0, 1), x)
@@ -91,6 +100,17 @@ class Randomise:
         for i in np.flatnonzero(rng.random(len(x)) < self.jpeg):
             x[i] = _jpeg(x[i], int(rng.integers(30, 91)))
         return torch.from_numpy(np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8))
+
+
+def brain_only(image: np.ndarray, rim: float) -> np.ndarray:
+    """A mask of the brain in a uint8 slice with its skull: the head (`explain.head_mask`) eroded by
+    `rim` of the image's side, about the thickness of scalp and skull on an axial slice."""
+    from scipy import ndimage
+
+    from braintumour.explain import head_mask
+
+    head = head_mask(image)
+    return ndimage.binary_erosion(head, iterations=max(1, round(rim * image.shape[0])))
 
 
 def _jpeg(x: np.ndarray, quality: int) -> np.ndarray:

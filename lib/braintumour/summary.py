@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from braintumour import files, record
+from braintumour import files, generalisation_report, record
 from braintumour.config import BASELINES, CAM_SCORES, MODEL_TITLES, SUBSET_TITLES, metrics_dir
 from braintumour.record import ModelRecord
 
@@ -220,6 +220,9 @@ def readme_block(folder: Path | None = None) -> str:
     ext = load_metrics("external", folder)
     if ext is not None:
         lines.append(external_sentence(ext))
+    gen = load_metrics("generalisation", folder)
+    if gen is not None:
+        lines.append(generalisation_report.readme_sentence(gen))
     cal = load_metrics("calibration", folder)
     if cal is not None:
         lines.append(calibration_sentence(cal))

@@ -1,0 +1,156 @@
+"""Notebook 11's tables and sentences: how models do on collections they never saw, read from
+`collection_scores.model_scores` results, with titles from `config` (metrics keep the ids)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from braintumour.config import COLLECTION_TITLES, MODEL_TITLES
+
+# The measure each collection is scored by (its images hold one label), and the targets of issue #48.
+MEASURE = {"brats": "detected", "br35h": "detected", "oasis": "specificity", "openneuro": "specificity"}
+TARGETS = {"brats": 0.90, "br35h": 0.90, "oasis": 0.97, "openneuro": 0.95}
+PLANE_TARGET = 0.85  # each BraTS plane
+POINTING_TARGET = 0.80
+KAGGLE_ACCURACY_TARGET = 0.99
+NOTUMOR_RECALL_TARGET = 0.99
+
+
+def cell(block: dict | None) -> str:
+    """A rate or AUROC as "value [low, high]" in per cent (AUROC as a fraction); "" when absent."""
+    if not block:
+        return ""
+    return f"{block['value']:.1%} [{block['ci95'][0]:.1%}, {block['ci95'][1]:.1%}]"
+
+
+def columns(scores: dict) -> dict[str, str]:
+    """One table row's cells from `model_scores`: Kaggle Testing, each collection's measure, BraTS per
+    plane, and AUROC per look."""
+    row = {}
+    if "kaggle_testing" in scores:
+        row["Kaggle Testing accuracy"] = f"{scores['kaggle_testing']['accuracy']:.2%}"
+    for name, measure in MEASURE.items():
+        if name in scores:
+            row[f"{COLLECTION_TITLES[name]}: {measure}"] = cell(scores[name].get(measure))
+    for plane, block in scores.get("brats", {}).get("by_look", {}).items():
+        row[f"BraTS {plane}: detected"] = cell(block.get("detected"))
+    for look, block in scores.get("looks", {}).items():
+        row[f"AUROC, {look.replace('_', ' ')}"] = f"{block['value']:.3f}"
+    return row
+
+
+def model_table(scores_by_model: dict[str, dict]) -> pd.DataFrame:
+    """One row per model (its title as the index)."""
+    return pd.DataFrame({MODEL_TITLES[m]: columns(s) for m, s in scores_by_model.items()}).T
+
+
+def held_out_table(leave_one_out: dict[str, dict]) -> pd.DataFrame:
+    """One row per held-out collection: its measure with the interval, images, groups and the target."""
+    rows = {}
+    for name, scores in leave_one_out.items():
+        block = scores[MEASURE[name]]
+        rows[COLLECTION_TITLES[name]] = {"measure": MEASURE[name], "value [95% CI]": cell(block),
+                                         "images": block["n"], "groups": block["groups"],
+                                         "target": f"{TARGETS[name]:.0%}", "met": block["value"] >= TARGETS[name]}
+    return pd.DataFrame(rows).T
+
+
+def targets_met(scores: dict, names: tuple[str, ...]) -> dict[str, bool]:
+    """Each collection's target, and each BraTS plane's, on `scores` (a `model_scores` result or the
+    leave-one-out results keyed by collection)."""
+    met = {name: scores[name][MEASURE[name]]["value"] >= TARGETS[name] for name in names if name in scores}
+    for plane, block in scores.get("brats", {}).get("by_look", {}).items():
+        met[f"brats_{plane}"] = block["detected"]["value"] >= PLANE_TARGET
+    return met
+
+
+def audit_table(audit_summary: dict[str, dict], parts: dict[str, dict]) -> pd.DataFrame:
+    """One row per collection and label: `generalisation.audit_summary`'s counts and the part sizes."""
+    rows = {}
+    for name, by_label in audit_summary.items():
+        for label, counts in by_label.items():
+            rows[(name, label)] = {**counts, **{f"{k} part": len(v) for k, v in parts[name].items()}}
+    frame = pd.DataFrame(rows).T
+    frame.index.names = ["collection", "label"]
+    return frame
+
+
+def ablation_table(leave_one_out: dict[str, dict], ablations: dict[str, dict[str, dict]]) -> pd.DataFrame:
+    """Each held-out collection's measure under the recipe and under each ablation run on it."""
+    rows = {}
+    for name, scores in leave_one_out.items():
+        row = {"recipe": cell(scores[MEASURE[name]])}
+        for ablation, by_fold in ablations.items():
+            if name in by_fold:
+                row[ablation.replace("_", " ")] = cell(by_fold[name][MEASURE[name]])
+        rows[f"{COLLECTION_TITLES[name]}: {MEASURE[name]}"] = row
+    return pd.DataFrame(rows).T.fillna("")
+
+
+def seed_table(per_seed: dict[int, dict], validation: dict[int, float], selected: int) -> pd.DataFrame:
+    """One row per seed of the shipped recipe: Kaggle validation and Testing, and each collection's
+    measure on its `test` part; the selected seed marked."""
+    rows = {}
+    for seed, scores in per_seed.items():
+        row = {"Kaggle validation accuracy": f"{validation[seed]:.2%}",
+               "Kaggle Testing notumor recall": f"{scores['kaggle_testing']['notumor_recall']:.2%}"}
+        rows[f"seed {seed}" + (" (selected)" if seed == selected else "")] = row | columns(scores)
+    return pd.DataFrame(rows).T
+
+
+def shipped_targets(selected: dict, per_seed: dict[int, dict], pointing: dict | None) -> dict[str, bool]:
+    """The shipped model's targets: every collection's and plane's on its selected seed, pointing inside
+    the BraTS boxes, and Kaggle Testing accuracy (mean over seeds) and *notumor* recall."""
+    mean = {k: sum(s["kaggle_testing"][k] for s in per_seed.values()) / len(per_seed)
+            for k in ("accuracy", "notumor_recall")}
+    return {**targets_met(selected, tuple(MEASURE)),
+            "pointing_in_brats_boxes": pointing is not None and pointing["value"] >= POINTING_TARGET,
+            "kaggle_testing_accuracy": mean["accuracy"] >= KAGGLE_ACCURACY_TARGET,
+            "kaggle_testing_notumor_recall": mean["notumor_recall"] >= NOTUMOR_RECALL_TARGET}
+
+
+def _measure_words(name: str, block: dict) -> str:
+    what = "tumours detected" if MEASURE[name] == "detected" else "tumour-free slices left alone"
+    return f"{COLLECTION_TITLES[name]}: {block['value']:.1%} of {what} ({block['n']} images, {block['groups']} groups)"
+
+
+def findings(saved: dict[str, dict], leave_one_out: dict[str, dict], leave_one_out_met: dict[str, bool],
+             per_seed: dict[int, dict], selected: int, shipped_met: dict[str, bool]) -> str:
+    """The notebook's closing bullets, from its results."""
+    plain = saved.get("custom_cnn")
+    lines = []
+    if plain:
+        lines.append("The study's plain custom CNN on the collections' test parts: "
+                     + "; ".join(_measure_words(n, plain[n][MEASURE[n]]) for n in MEASURE if n in plain) + ".")
+    missed = [k for k, ok in leave_one_out_met.items() if not ok]
+    lines.append("Left out of training, each collection with the recipe: "
+                 + "; ".join(_measure_words(n, s[MEASURE[n]]) for n, s in leave_one_out.items())
+                 + (". Every target met." if not missed else f". Targets missed: {', '.join(missed)}."))
+    accuracy = sum(s["kaggle_testing"]["accuracy"] for s in per_seed.values()) / len(per_seed)
+    missed = [k for k, ok in shipped_met.items() if not ok]
+    lines.append(f"The shipped recipe ({len(per_seed)} seed(s)) reaches {accuracy:.2%} Kaggle Testing accuracy "
+                 f"(mean); its selected seed {selected} "
+                 + ("meets every target, so `predict` uses it." if not missed
+                    else f"misses {', '.join(missed)}, so it is not shipped and `predict` keeps its previous model."))
+    lines.append("Not shown: other sequences (FLAIR, T2) in proportion to a hospital's case mix, tumour types "
+                 "other than gliomas outside the Kaggle set, 3-D volumes, and subjects of OASIS (its release "
+                 "does not group slices by subject, so its parts are split by near-duplicate cluster only).")
+    return "\n".join(f"- {line}" for line in lines)
+
+
+def readme_sentence(gen: dict) -> str:
+    """What notebook 11 measured, for the README's results block and the results summary."""
+    loo = "; ".join(f"{COLLECTION_TITLES[n]} {s[MEASURE[n]]['value']:.1%} {MEASURE[n]}"
+                    for n, s in gen["leave_one_out"].items())
+    plain = gen["saved_models"].get("custom_cnn", {})
+    before = "; ".join(f"{COLLECTION_TITLES[n]} {plain[n][MEASURE[n]]['value']:.1%}" for n in MEASURE if n in plain)
+    per_seed = gen["shipped_per_seed"].values()
+    accuracy = sum(s["kaggle_testing"]["accuracy"] for s in per_seed) / len(per_seed)
+    missed = [k for k, ok in {**gen["leave_one_out_targets_met"], **gen["shipped_targets_met"]}.items() if not ok]
+    verdict = ("every target met, so `predict` uses it" if not missed
+               else f"targets missed: {', '.join(missed)}; so `predict` does not use it")
+    return (f"Generalisation (notebook 11, four collections the Kaggle set does not hold): the plain custom CNN on "
+            f"their test parts: {before}. Left out of training in turn, with the generalisation recipe "
+            f"(other collections as partial labels, acquisition randomisation, a brain-only view): {loo}. "
+            f"The recipe on every collection ({len(gen['shipped_per_seed'])} seed(s)): Kaggle Testing accuracy "
+            f"{accuracy:.2%} (mean); {verdict}.")

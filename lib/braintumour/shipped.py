@@ -1,0 +1,70 @@
+"""The saved models notebook 11 scores, the Grad-CAM it scores against tumour boxes, and the shipped
+model: the generalised recipe's selected seed, saved with its calibration beside it for `predict`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from braintumour import calibration, reporting
+from braintumour.checkpoints import load_checkpoint, save_checkpoint
+from braintumour.config import CLASSES, MODEL_TITLES, WRITTEN_BY, reports_dir
+from braintumour.evaluate import predict_logits, predict_proba
+from braintumour.runs import RunResult
+
+SHIPPED = "custom_cnn_generalised"
+# Every saved model of the compendium and the notebook that writes it, in table order.
+SCORED: dict[str, str] = {**WRITTEN_BY, "custom_cnn_external": "08"}
+TUMOUR_CLASSES = [i for i, c in enumerate(CLASSES) if c != "notumor"]
+
+
+def model_path(name: str) -> Path:
+    return reports_dir() / "models" / f"{name}.pt"
+
+
+def saved_models(names: dict[str, str] = SCORED) -> dict[str, torch.nn.Module]:
+    """The saved models present, by id; each absent one is named with the notebook that writes it."""
+    out = {}
+    for name, notebook in names.items():
+        if model_path(name).is_file():
+            out[name] = load_checkpoint(model_path(name))[0]
+        else:
+            print(f"{MODEL_TITLES[name]}: {model_path(name)} is not there (notebook {notebook} writes it); left out")
+    return out
+
+
+def tumour_cams(model: torch.nn.Module, images: np.ndarray) -> np.ndarray:
+    """Grad-CAM for each image's most probable tumour class, whatever the prediction: where the model
+    sees tumour evidence, comparable between a model that finds the tumour and one that misses it."""
+    from braintumour.explain import CamExplainer
+
+    target = np.array(TUMOUR_CLASSES)[predict_proba(model, images)[:, TUMOUR_CLASSES].argmax(1)]
+    with CamExplainer(model, "gradcam") as cam:
+        return cam(images, target)
+
+
+def validation_accuracy(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
+    return float((predict_proba(model, images).argmax(1) == labels).mean())
+
+
+def ship(run: RunResult, seed: int, val_images: np.ndarray, val_labels: np.ndarray, fingerprint: str,
+         profile: str) -> Path:
+    """Save the run's model as `SHIPPED` with its temperature and uncertain threshold fitted on the
+    validation images, as notebook 09 does for the others."""
+    path = model_path(SHIPPED)
+    save_checkpoint(path, run.model, run.config, extra={"seed": seed, "data_fingerprint": fingerprint,
+                                                        "git_commit": reporting.git_commit(), "profile": profile})
+    temperature, threshold = calibration.fit(predict_logits(run.model, val_images), val_labels)
+    calibration.save_calibration(path, calibration.Calibration(
+        temperature=temperature, uncertain_below=threshold, fitted_on="validation", n_images=len(val_labels),
+        max_validation_risk=calibration.MAX_VALIDATION_RISK, data_fingerprint=fingerprint,
+        git_commit=reporting.git_commit()))
+    return path
+
+
+def withdraw() -> None:
+    """Remove a shipped model that no longer meets its targets, and its calibration."""
+    model_path(SHIPPED).unlink(missing_ok=True)
+    calibration.calibration_path(model_path(SHIPPED)).unlink(missing_ok=True)

@@ -1,0 +1,119 @@
+"""Generalisation to new collections: groups and parts that never straddle, the pool a run draws from,
+scores with intervals over groups, tumour boxes through the square padding, and the brain-only view."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from braintumour import audit, collection_scores, data, external, generalisation, generalisation_report
+from braintumour.datasets import EXTERNAL, br35h
+from braintumour.datasets.source import TUMOUR
+from braintumour.folds import AUDIT_IMAGE_SIZE
+from braintumour.randomise import Randomise, brain_only
+from braintumour.splits import Split
+
+NOTUMOR = 2
+
+
+@pytest.fixture(scope="module")
+def kaggle_hashes(dataset) -> np.ndarray:
+    return audit.perceptual_hashes(data.load_images(dataset, AUDIT_IMAGE_SIZE))
+
+
+@pytest.fixture(scope="module")
+def openneuro_frame(dataset, kaggle_hashes) -> pd.DataFrame:
+    collection = EXTERNAL["openneuro"].load()
+    hashes = audit.perceptual_hashes(data.load_images(collection, AUDIT_IMAGE_SIZE))
+    return generalisation.audit_collection(collection, hashes, dataset, kaggle_hashes)
+
+
+def test_named_groups_and_near_duplicates_join_into_one_group():
+    manifest = pd.DataFrame({"group": ["a", "", "a", "", "b"]})
+    bits = 0xFFFFF  # 20 bits: every two distinct hashes here differ in 20 or more
+    hashes = np.array([[0], [bits], [bits << 20], [bits], [bits << 40]], dtype=np.uint64)  # rows 1 and 3: copies
+    clusters, groups = generalisation.collection_groups(manifest, hashes)
+    assert clusters[1] == clusters[3] and clusters[0] != clusters[2]
+    assert groups[0] == groups[2] and groups[1] == groups[3] and len(set(groups)) == 3
+
+
+def test_a_subject_never_straddles_two_parts_and_test_holds_every_distinct_slice(openneuro_frame):
+    parts = generalisation.collection_parts(openneuro_frame)
+    subjects = {k: set(openneuro_frame.group.iloc[v]) for k, v in parts.items()}
+    assert not (subjects["train"] & subjects["tune"]) and not (subjects["train"] & subjects["test"])
+    assert not (subjects["tune"] & subjects["test"]) and subjects["all"] == set(openneuro_frame.group)
+    assert len(parts["all"]) == openneuro_frame.cluster.nunique()  # one image per near-duplicate cluster
+    assert len(subjects["test"]) >= 1 and len(parts["test"]) > len(subjects["test"])
+
+
+def test_br35h_parts_are_notebook_08s(dataset, kaggle_hashes):
+    collection = br35h.SOURCE.load()
+    hashes = audit.perceptual_hashes(data.load_images(collection, AUDIT_IMAGE_SIZE))
+    parts = generalisation.collection_parts(generalisation.audit_collection(collection, hashes, dataset, kaggle_hashes))
+    old = external.external_parts(external.audit_against_kaggle(collection, hashes, dataset, kaggle_hashes))
+    for k in ("train", "tune", "test", "all"):
+        assert np.array_equal(parts[k], np.sort(old[k])), k
+
+
+def test_the_pool_adds_each_collections_training_rows_at_a_floor_and_keeps_validation():
+    pool = generalisation.Pool(np.zeros((130, 4, 4), np.uint8), np.r_[np.zeros(100, int), np.full(30, TUMOUR)],
+                               {"a": 100, "b": 120}, "fp")
+    kaggle = Split(np.arange(80), np.arange(80, 90), np.arange(90, 100))
+    split = pool.split(kaggle, {"a": np.arange(3), "b": np.arange(10)})
+    extra = split.train[80:]
+    assert len(extra) == 8 + 10 and set(extra[:8]) == {100, 101, 102} and set(extra[8:]) == set(range(120, 130))
+    assert np.array_equal(split.val, kaggle.val) and np.array_equal(split.test, kaggle.test)
+    assert len(pool.split(kaggle, {}).train) == 80  # leave every collection out: the Kaggle set alone
+
+
+def test_rates_resample_groups_so_correlated_slices_widen_the_interval():
+    hits = np.r_[np.ones(50), np.zeros(50)]
+    per_image = collection_scores.rate(hits, np.arange(100))
+    per_patient = collection_scores.rate(hits, np.repeat(np.arange(10), 10))  # 10 patients, all-or-nothing
+    assert per_image["value"] == per_patient["value"] == 0.5 and per_patient["groups"] == 10
+    width = lambda r: r["ci95"][1] - r["ci95"][0]  # noqa: E731
+    assert width(per_patient) > 1.5 * width(per_image)
+    assert per_patient["ci95"][0] <= 0.5 <= per_patient["ci95"][1]
+
+
+def test_score_gives_detection_specificity_and_auroc_where_both_labels_exist():
+    proba = np.array([[0.7, 0.1, 0.1, 0.1], [0.1, 0.1, 0.7, 0.1], [0.05, 0.05, 0.85, 0.05], [0.2, 0.2, 0.4, 0.2]])
+    labels = np.array([TUMOUR, TUMOUR, NOTUMOR, NOTUMOR])
+    s = collection_scores.score(proba, labels, np.arange(4))
+    assert s["detected"]["value"] == 0.5 and s["specificity"]["value"] == 1.0
+    assert s["auroc"]["value"] == pytest.approx(0.75)
+    assert set(collection_scores.score(proba[:2], labels[:2], np.arange(2))) == {"detected"}
+
+
+def test_boxes_follow_the_images_padding_to_a_square():
+    manifest = pd.DataFrame({"boxes": [json.dumps([[0.5, 0.5, 0.5, 0.5]]), "[]"], "width": [200, 100],
+                             "height": [100, 100]})
+    masks = collection_scores.box_masks(manifest, 100)
+    ys, xs = np.nonzero(masks[0])  # a 100 x 50 box in the middle of a 200 x 100 image padded to 200 x 200
+    assert (xs.min(), xs.max()) == (25, 74) and (ys.min(), ys.max()) == (37, 62) and not masks[1].any()
+
+
+def test_brain_only_keeps_the_inside_of_the_head_and_is_off_by_default(dataset):
+    image = data.load_images(dataset, 128)[0]
+    mask = brain_only(image, 0.06)
+    assert 0 < mask.sum() < (image > 20).sum()
+    batch = torch.from_numpy(data.load_images(dataset, 128)[:8].copy())
+    plain = Randomise()(batch, torch.Generator().manual_seed(0))
+    assert torch.equal(plain, Randomise(skull_strip=0.0)(batch, torch.Generator().manual_seed(0)))
+    stripped = Randomise(skull_strip=1.0, share=1.0)(batch, torch.Generator().manual_seed(0))
+    assert not torch.equal(plain, stripped)
+
+
+def test_targets_and_tables_read_the_scores():
+    block = {"value": 0.95, "ci95": [0.9, 0.98], "n": 100, "groups": 20}
+    loo = {"brats": {"detected": block, "by_look": {"axial": {"detected": block},
+                                                     "coronal": {"detected": block | {"value": 0.8}}}},
+           "oasis": {"specificity": block}}
+    met = generalisation_report.targets_met(loo, ("brats", "oasis"))
+    assert met == {"brats": True, "oasis": False, "brats_axial": True, "brats_coronal": False}
+    table = generalisation_report.held_out_table(loo)
+    assert table.loc[:, "value [95% CI]"].iloc[0] == "95.0% [90.0%, 98.0%]" and list(table.met) == [True, False]
