@@ -117,7 +117,7 @@ def test_a_randomised_partial_label_run_trains_and_resumes_exactly(tmp_path):
         assert torch.equal(x, y), k
 
 
-def test_predict_defaults_to_the_external_variant_only_where_notebook_08_wrote_it(isolated_root):
+def test_predict_defaults_to_the_best_model_a_notebook_wrote_after_meeting_its_targets(isolated_root):
     from braintumour import predict
 
     models = isolated_root / "reports" / "models"
@@ -126,3 +126,5 @@ def test_predict_defaults_to_the_external_variant_only_where_notebook_08_wrote_i
     assert predict.default_model() == models / "custom_cnn.pt"
     (models / "custom_cnn_external.pt").write_bytes(b"notebook 08, targets met")
     assert predict.default_model() == models / "custom_cnn_external.pt"
+    (models / "custom_cnn_generalised.pt").write_bytes(b"notebook 11, targets met")
+    assert predict.default_model() == models / "custom_cnn_generalised.pt"

@@ -195,8 +195,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="classify new slices (files or folders), with a Grad-CAM overlay each")
     p.add_argument("paths", nargs="+", help="image files (JPEG, PNG, TIFF, DICOM) or folders (searched recursively)")
     p.add_argument("--model", default="",
-                   help="checkpoint (default: the project's reports/models/custom_cnn_external.pt where "
-                        "notebook 08 wrote it, else custom_cnn.pt; found from any folder)")
+                   help="checkpoint (default: the project's reports/models/custom_cnn_generalised.pt where "
+                        "notebook 11 wrote it, else custom_cnn_external.pt where notebook 08 did, else "
+                        "custom_cnn.pt; found from any folder)")
     p.add_argument("--out", default="", help="folder for the Grad-CAM overlay PNGs (none written if not given)")
     p.add_argument("--format", default="table", choices=["table", "json", "csv"])
     p.add_argument("--output", default="", help="write the table/JSON/CSV to this file instead of stdout")

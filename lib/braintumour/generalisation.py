@@ -91,7 +91,7 @@ def audit_summary(frame: pd.DataFrame) -> dict:
 def collection_parts(frame: pd.DataFrame, seed: int = PART_SEED, limit: int | None = None) -> dict[str, np.ndarray]:
     """Row indices of the parts (module docstring) of one collection's fresh groups, drawn per label
     with a generator started afresh for each, in `PART_FRACTIONS`; `limit` keeps at most that many
-    of each part (the smoke profile)."""
+    of each part, evenly spaced (the smoke profile)."""
     fresh = frame[~frame.kaggle_group]
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("train", "tune", "test", "all")}
     for _, f in fresh.groupby("label", sort=False):
@@ -104,7 +104,14 @@ def collection_parts(frame: pd.DataFrame, seed: int = PART_SEED, limit: int | No
         for name in ("tune", "test"):
             parts[name].append(f.index[(part == name) & first].to_numpy())
         parts["all"].append(f.index[first].to_numpy())
-    return {k: np.sort(np.concatenate(v))[:limit] if v else np.array([], dtype=int) for k, v in parts.items()}
+    return {k: _spread(np.sort(np.concatenate(v)), limit) if v else np.array([], dtype=int) for k, v in parts.items()}
+
+
+def _spread(rows: np.ndarray, limit: int | None) -> np.ndarray:
+    """At most `limit` of `rows`, evenly spaced, so a small subset still spans a collection's looks."""
+    if limit is None or len(rows) <= limit:
+        return rows
+    return rows[np.linspace(0, len(rows) - 1, limit).astype(int)]
 
 
 @dataclass

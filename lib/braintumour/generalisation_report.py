@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from braintumour.config import COLLECTION_TITLES, MODEL_TITLES
+from braintumour.config import CLASSES, COLLECTION_TITLES, MODEL_TITLES
 
 # The measure each collection is scored by (its images hold one label), and the targets of issue #48.
 MEASURE = {"brats": "detected", "br35h": "detected", "oasis": "specificity", "openneuro": "specificity"}
@@ -52,6 +52,12 @@ def held_out_table(leave_one_out: dict[str, dict]) -> pd.DataFrame:
         rows[COLLECTION_TITLES[name]] = {"measure": MEASURE[name], "value [95% CI]": cell(block),
                                          "images": block["n"], "groups": block["groups"],
                                          "target": f"{TARGETS[name]:.0%}", "met": block["value"] >= TARGETS[name]}
+        for look, by_look in scores.get("by_look", {}).items():
+            block = by_look[MEASURE[name]]
+            rows[f"{COLLECTION_TITLES[name]}, {look}"] = {"measure": MEASURE[name], "value [95% CI]": cell(block),
+                                                          "images": block["n"], "groups": block["groups"],
+                                                          "target": f"{PLANE_TARGET:.0%}",
+                                                          "met": block["value"] >= PLANE_TARGET}
     return pd.DataFrame(rows).T
 
 
@@ -64,12 +70,21 @@ def targets_met(scores: dict, names: tuple[str, ...]) -> dict[str, bool]:
     return met
 
 
-def audit_table(audit_summary: dict[str, dict], parts: dict[str, dict]) -> pd.DataFrame:
-    """One row per collection and label: `generalisation.audit_summary`'s counts and the part sizes."""
+AUDIT_COLUMNS = {"files": "files", "kaggle_files": "Kaggle files", "near_copies_of_kaggle": "near-copies of Kaggle",
+                 "clusters": "distinct images", "groups": "groups", "fresh_groups": "groups without a Kaggle copy",
+                 "fresh_images": "their distinct images"}
+
+
+def audit_table(audit_summary: dict[str, dict], frames: dict[str, pd.DataFrame], parts: dict[str, dict]
+                ) -> pd.DataFrame:
+    """One row per collection and label: `generalisation.audit_summary`'s counts and the images of
+    each part with that label."""
     rows = {}
     for name, by_label in audit_summary.items():
+        labels = frames[name].label.map(lambda k: "notumor" if k == CLASSES.index("notumor") else "tumour")
         for label, counts in by_label.items():
-            rows[(name, label)] = {**counts, **{f"{k} part": len(v) for k, v in parts[name].items()}}
+            in_parts = {f"{k} part": int((labels.iloc[v] == label).sum()) for k, v in parts[name].items()}
+            rows[(COLLECTION_TITLES[name], label)] = {AUDIT_COLUMNS[k]: n for k, n in counts.items()} | in_parts
     frame = pd.DataFrame(rows).T
     frame.index.names = ["collection", "label"]
     return frame

@@ -39,14 +39,16 @@ from braintumour.explain import CamExplainer, overlay
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}
-# Relative to the project root, not the current folder. The external-validation variant (notebook 08)
-# is written only when it met its targets; otherwise notebook 03's model, the study's reproduction.
-DEFAULT_MODELS = (Path("reports/models/custom_cnn_external.pt"), Path("reports/models/custom_cnn.pt"))
+# Relative to the project root, not the current folder, in order of preference. Notebook 11's model
+# and notebook 08's variant are written only when they met their targets; notebook 03's model, the
+# study's reproduction, always is.
+DEFAULT_MODELS = (Path("reports/models/custom_cnn_generalised.pt"), Path("reports/models/custom_cnn_external.pt"),
+                  Path("reports/models/custom_cnn.pt"))
 
 
 def default_model() -> Path:
-    """The model `predict` uses without `--model`, found from wherever the command is run: the
-    variant that generalised to Br35H (notebook 08) where it exists, else notebook 03's."""
+    """The model `predict` uses without `--model`, found from wherever the command is run: the first
+    of `DEFAULT_MODELS` that exists."""
     paths = [project_root() / p for p in DEFAULT_MODELS]
     return next((p for p in paths if p.is_file()), paths[-1])
 
