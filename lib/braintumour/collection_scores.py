@@ -136,3 +136,14 @@ def model_scores(model, collections: dict, part: str, kaggle_testing: tuple[np.n
             out.setdefault("looks", {})[look] = auroc(1 - proba[:, NOTUMOR], is_tumour(labels),
                                                       np.concatenate([rows[m]["groups"] for m in members]))
     return out
+
+
+def tumour_calls_by(model, collection, part: str, key) -> pd.DataFrame:
+    """Images and the share called a tumour, by `key(path)` (a slice level, say) over a part's rows."""
+    from braintumour.evaluate import predict_proba
+
+    rows = collection.rows(part)
+    called = predict_proba(model, rows["images"]).argmax(1) != NOTUMOR
+    keys = [key(p) for p in collection.dataset.manifest.path.to_numpy()[collection.parts[part]]]
+    frame = pd.DataFrame({"level": keys, "called tumour": called})
+    return frame.groupby("level")["called tumour"].agg(images="size", called_tumour="mean")

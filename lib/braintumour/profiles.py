@@ -91,10 +91,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         # about 24 passes over its pool (docs/running.md has their minutes).
         "generalise_steps": 3000,
         "generalise_seeds": [0, 1, 2],
-        # Ablations (generalisation.ABLATIONS) and the leave-one-out folds each is run on: the skull-stripped
-        # collections, where the brain-only view should matter, and every fold for the Kaggle-only run (one run).
+        # Ablations (generalisation.ABLATIONS) and the leave-one-out folds each is run on: every fold for
+        # the Kaggle-only run (one run serves them all), BraTS for the brain-only view.
         "generalise_ablations": {"no_other_collections": ["brats", "br35h", "oasis", "openneuro"],
-                                 "no_skull_strip": ["brats", "oasis"]},
+                                 "no_skull_strip": ["brats"]},
         "scorecam_images": 120,
         "baseline_scorecam_images": 8,
         "baseline_cam_images": 619,

@@ -15,7 +15,12 @@ from braintumour.datasets.source import NOTUMOR, Source, folder_holding, image_f
 REPOSITORY = "rdd0582/mri_superresolution"
 COMMIT = "15f8ce206ef0d3775f3425a719aad5a1c4aeabcc"
 ARCHIVE = f"https://github.com/{REPOSITORY}/archive/{COMMIT}.zip"
-SLICE = re.compile(r"^(sub-\d+)_T1w\.nii_slice\d+\.png$")
+SLICE = re.compile(r"^(sub-\d+)_T1w\.nii_slice(\d+)\.png$")
+
+
+def slice_level(path: str) -> int:
+    """The slice's index in its volume (inferior to superior), from its name."""
+    return int(SLICE.match(Path(path).name).group(2))
 
 
 def _slices(folder: Path) -> list[Path]:
