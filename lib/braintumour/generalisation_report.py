@@ -157,15 +157,21 @@ def readme_sentence(gen: dict) -> str:
     """What notebook 11 measured, for the README's results block and the results summary."""
     loo = "; ".join(f"{COLLECTION_TITLES[n]} {s[MEASURE[n]]['value']:.1%} {MEASURE[n]}"
                     for n, s in gen["leave_one_out"].items())
-    plain = gen["saved_models"].get("custom_cnn", {})
-    before = "; ".join(f"{COLLECTION_TITLES[n]} {plain[n][MEASURE[n]]['value']:.1%}" for n in MEASURE if n in plain)
+    def on_test_parts(model: str) -> str:
+        scores = gen["saved_models"].get(model, {})
+        return "; ".join(f"{COLLECTION_TITLES[n]} {scores[n][MEASURE[n]]['value']:.1%} {MEASURE[n]}"
+                         for n in MEASURE if n in scores)
+
     per_seed = gen["shipped_per_seed"].values()
     accuracy = sum(s["kaggle_testing"]["accuracy"] for s in per_seed) / len(per_seed)
     missed = [k for k, ok in {**gen["leave_one_out_targets_met"], **gen["shipped_targets_met"]}.items() if not ok]
     verdict = ("every target met, so `predict` uses it" if not missed
                else f"targets missed: {', '.join(missed)}; so `predict` does not use it")
-    return (f"Generalisation (notebook 11, four collections the Kaggle set does not hold): the plain custom CNN on "
-            f"their test parts: {before}. Left out of training in turn, with the generalisation recipe "
+    saved = {"custom_cnn": "The plain custom CNN on their test parts",
+             "custom_cnn_external": "Notebook 08's Br35H variant"}
+    before = "".join(f" {words}: {on_test_parts(m)}." for m, words in saved.items() if m in gen["saved_models"])
+    return (f"Generalisation (notebook 11, four collections the Kaggle set does not hold).{before} Left out of "
+            "training in turn, with the generalisation recipe "
             f"(other collections as partial labels, acquisition randomisation, a brain-only view): {loo}. "
             f"The recipe on every collection ({len(gen['shipped_per_seed'])} seed(s)): Kaggle Testing accuracy "
             f"{accuracy:.2%} (mean); {verdict}.")
