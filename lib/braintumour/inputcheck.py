@@ -1,17 +1,19 @@
 """The input check: what is plainly not a brain MRI slice is refused before the model sees it.
 
 Three rules, each one line of reason, each measured to refuse (almost) no real slice of the Kaggle set
-or of the external collections (Br35H, BraTS, OASIS, OpenNeuro; `experiments/ood_methods.py` writes the
-rates). They catch what needs no model; the unfamiliar score (`ood`) catches the rest.
+or of the external collections (Br35H, BraTS, OASIS, OpenNeuro; docs/predict.md gives the rates).
+They catch what needs no model; the unfamiliar score (`ood`) catches the rest.
 - **Colour.** MRI slices are grey; many are stored as RGB with three equal channels (fine), a few carry
   small coloured marks. Refused: a file whose pixels are coloured (chroma, max - min of R, G, B, at least
   `CHROMA_LEVEL`) over more than `MAX_COLOUR_SHARE` of the image: photographs, fundus images, stained
   histology, colour screenshots.
 - **Blank.** A constant or nearly constant image (standard deviation below `MIN_STD` grey levels)
   holds nothing to classify.
-- **No dark background.** A head slice lies on a black background: at least some of the outer `RING`
-  pixels of the image are dark. Refused: images whose border holds (almost) no dark pixel, such as
-  documents, most screenshots, textures and photographs filling the frame.
+- **Bright border.** A head slice lies on a dark background. Refused: images whose outer `RING` pixels
+  are almost all light: fewer than `MIN_DARK_BORDER` of them at or below `DARK_LEVEL` *and* their median
+  above `BRIGHT_BORDER`, such as documents, light screenshots, textures and photographs filling the frame.
+  Both conditions, because some real slices lie on a mid-grey background (FLAIR exports of Br35H and the
+  Kaggle set: border medians 45-89, no pixel at or below 40); the dark share alone refused 14 of them.
 The last two judge the image's own area of the model's input (`content`), not the black bars that
 `data.square_resize` pads a non-square image with: those would make a white page look like a slice.
 """
@@ -30,7 +32,8 @@ MAX_COLOUR_SHARE = 0.15  # real slices measured: at most 0.047 (a coloured banne
 MIN_STD = 6.0  # grey levels of the (size x size) input; the real slices measured have at least 14
 RING = 6  # pixels of the border of the (128 px) input
 DARK_LEVEL = 40
-MIN_DARK_BORDER = 0.02  # share of the border ring at or below DARK_LEVEL; real slices: at least 0.04
+MIN_DARK_BORDER = 0.02  # share of the border ring at or below DARK_LEVEL
+BRIGHT_BORDER = 100  # grey levels: the border median of real slices measured is at most 89 where none is dark
 COLOUR_SIDE = 64  # colour is judged on a thumbnail: JPEG decodes it at 1/8 scale for next to nothing
 EXIF_ORIENTATION = 0x0112  # values 5-8 turn the image by 90 degrees
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
@@ -100,12 +103,15 @@ def _dicom_inspect(data: bytes) -> tuple[float, tuple[int, int]]:
     return _chroma_share(np.round(rgb[..., :3] * (255.0 / top)).astype(np.uint8)), size
 
 
-def border_dark_share(image: np.ndarray) -> float:
-    """Share of the outer `RING` pixels (at 128 px; scaled with the image) of a uint8 image at or below
-    `DARK_LEVEL`."""
+def border(image: np.ndarray) -> np.ndarray:
+    """The outer `RING` pixels (at 128 px; scaled with the image) of a uint8 image, flattened."""
     r = max(1, min(round(RING * max(image.shape) / 128), min(image.shape) // 2))
-    ring = np.concatenate([image[:r].ravel(), image[-r:].ravel(), image[r:-r, :r].ravel(), image[r:-r, -r:].ravel()])
-    return float((ring <= DARK_LEVEL).mean())
+    return np.concatenate([image[:r].ravel(), image[-r:].ravel(), image[r:-r, :r].ravel(), image[r:-r, -r:].ravel()])
+
+
+def border_dark_share(image: np.ndarray) -> float:
+    """Share of the border (`border`) at or below `DARK_LEVEL`."""
+    return float((border(image) <= DARK_LEVEL).mean())
 
 
 def refusal(data: bytes, image: np.ndarray) -> str | None:
@@ -117,7 +123,8 @@ def refusal(data: bytes, image: np.ndarray) -> str | None:
     own = content(image, width, height)
     if (std := float(own.std())) < MIN_STD:
         return f"blank: nearly constant (standard deviation {std:.1f} grey levels)"
-    if (dark := border_dark_share(own)) < MIN_DARK_BORDER:
-        return (f"no dark background: {dark:.0%} of the image's border is dark, where a head slice lies on "
-                "a black background")
+    dark, median = border_dark_share(own), float(np.median(border(own)))
+    if dark < MIN_DARK_BORDER and median > BRIGHT_BORDER:
+        return (f"a bright border: its median is {median:.0f} grey levels and {dark:.0%} of it is dark, where a "
+                "head slice lies on a dark background")
     return None

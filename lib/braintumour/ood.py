@@ -13,7 +13,7 @@ Detection based on PyTorch", CVPR Workshops):
 - "energy": the free energy -logsumexp(logits) (Liu et al., 2020, "Energy-based Out-of-distribution
   Detection", NeurIPS); needs no fitting beyond the threshold.
 Higher is more unfamiliar for both (pytorch-ood's convention). Which one each model uses is chosen by a
-measured comparison (`experiments/ood_methods.py`).
+measured comparison (docs/predict.md): Mahalanobis for every committed model.
 
 The fitted detector is stored beside the model, like the temperature (`calibration`):
 `<model>.ood.json` (method, threshold, provenance, the arrays' SHA-256) and, for Mahalanobis,
