@@ -184,3 +184,42 @@ def test_committed_model_reproduces_the_notebook_numbers(dataset):
     cm = np.zeros((4, 4), int)
     np.add.at(cm, (test.label.to_numpy(), pred), 1)
     assert cm.tolist() == metrics["test"]["confusion_matrix"]
+
+
+def test_both_flags_carry_their_score_and_threshold_in_every_format(real_images, tmp_path, capsys):
+    """#49: `uncertain` (top calibrated probability below its threshold) and `unfamiliar` (OOD score above
+    its threshold), each with score and threshold, in JSON, CSV and the table; the default model has both."""
+    from braintumour import ood
+
+    if ood.load_detector(predict.default_model()) is None:
+        pytest.skip("the default model has no OOD file (python -m braintumour ood-fit writes it)")
+    rc, out, err = cli(capsys, "predict", *real_images, "--format", "json")
+    assert rc == 0, err
+    parsed = json.loads(out)
+    assert parsed["unfamiliar_method"] == "mahalanobis" and parsed["unfamiliar_above"] > 0
+    for r in parsed["predictions"]:
+        assert r["uncertain"] == (r["top_probability"] < r["uncertain_below"])
+        assert r["unfamiliar"] == (r["unfamiliar_score"] > r["unfamiliar_above"])
+    rc, _, err = cli(capsys, "predict", *real_images, "--format", "csv", "--output", csv := tmp_path / "p.csv")
+    assert rc == 0 and set(predict.FLAG_COLUMNS) <= set(pd.read_csv(csv).columns)
+    rc, out, _ = cli(capsys, "predict", *real_images)
+    assert rc == 0 and "unfamiliar" in out.splitlines()[0] and "flagged unfamiliar" in out
+    assert "unfamiliar: mahalanobis score above" in out
+
+
+def test_a_model_without_an_ood_file_flags_nothing_unfamiliar(model_file, real_images):
+    result = predict.predict_files(real_images[:1], model_file, progress=False)
+    assert result.rows[0]["unfamiliar"] is None and result.rows[0]["unfamiliar_above"] is None
+    assert "no OOD file beside the model" in predict.render(result, "table")
+
+
+def test_an_input_that_is_no_mri_slice_is_refused_in_one_line(model_file, real_images, tmp_path):
+    """A photograph is refused like a bad file: one line naming it and the rule, exit status 1, the rest
+    still classified."""
+    from skimage.data import astronaut
+
+    Image.fromarray(astronaut()).save(photo := tmp_path / "holiday.jpg")
+    r = _cli(real_images[0], photo, "--model", model_file, "--format", "json")
+    assert r.returncode == 1
+    assert [p["path"] for p in json.loads(r.stdout)["predictions"]] == [str(real_images[0])]
+    assert f"ERROR: {photo}: refused, not a brain MRI slice: a colour image" in r.stderr

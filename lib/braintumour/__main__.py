@@ -6,6 +6,7 @@ python -m braintumour manifest                           build/check the manifes
 python -m braintumour notebook NB... --profile P [--reports DIR]   execute notebooks with papermill
 python -m braintumour export [--reports DIR]             HTML and PDF again from the executed notebooks
 python -m braintumour experiments-log                    docs/experiments.md's table of the result files
+python -m braintumour ood-fit --model M [--method NAME]  fit the unfamiliar score of a model, write it beside it
 """
 
 from __future__ import annotations
@@ -133,6 +134,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return predict_main(args)
 
 
+def _cmd_ood_fit(args: argparse.Namespace) -> int:
+    from braintumour.ood import fit_for_model, ood_paths
+
+    for model in args.model:
+        d = fit_for_model(Path(model), args.method)
+        print(f"{ood_paths(Path(model))[0]}: {d.method}, unfamiliar above {d.threshold:.4g}; "
+              f"{d.validation_flagged:.2%} of {d.n_threshold} validation images flagged")
+    return 0
+
+
 def _cmd_readme_results(args: argparse.Namespace) -> int:
     from braintumour.config import project_root
     from braintumour.summary import rewrite_readme
@@ -206,6 +217,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.set_defaults(func=_cmd_predict)
 
+    p = sub.add_parser("ood-fit", help="fit a model's unfamiliar (out-of-distribution) score on the Kaggle "
+                                       "training images, threshold it on validation, write it beside the model")
+    p.add_argument("--model", action="append", required=True, help="checkpoint (repeatable)")
+    p.add_argument("--method", default="mahalanobis", choices=["mahalanobis", "energy"])
+    p.set_defaults(func=_cmd_ood_fit)
+
     p = sub.add_parser("readme-results", help="rewrite README.md's results block from reports/metrics/")
     p.add_argument("--metrics", default="", help="metrics folder (default reports/metrics)")
     p.set_defaults(func=_cmd_readme_results)
@@ -223,8 +240,10 @@ def _input_errors() -> tuple[type[Exception], ...]:
     from braintumour.data import DataNotFoundError, DatasetLayoutError, ImageDecodeError
     from braintumour.download import DownloadError
     from braintumour.files import OutputPathError
+    from braintumour.ood import OodFileError
 
-    return DataNotFoundError, DatasetLayoutError, ImageDecodeError, DownloadError, CheckpointError, OutputPathError
+    return (DataNotFoundError, DatasetLayoutError, ImageDecodeError, DownloadError, CheckpointError, OutputPathError,
+            OodFileError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from braintumour import files
+from braintumour import files, inputcheck, ood
 from braintumour.calibration import Calibration, load_calibration, probabilities
 from braintumour.checkpoints import load_checkpoint
 from braintumour.config import CLASSES, project_root
@@ -164,15 +164,32 @@ def read_scan(path: Path, size: int) -> np.ndarray:
     return square_resize(grey, size)
 
 
+def read_checked_scan(path: Path, size: int) -> np.ndarray:
+    """`read_scan`, then the input check (`inputcheck.refusal`): `inputcheck.NotABrainSlice`, one line
+    naming the file and the rule, for what is plainly not a brain MRI slice (colour, blank, no dark
+    background). The file's bytes are read a second time for the colour rule, from the page cache."""
+    image = read_scan(path, size)
+    reason = inputcheck.refusal(read_image_bytes(path), image)
+    if reason is not None:
+        raise inputcheck.NotABrainSlice(f"{path}: refused, not a brain MRI slice: {reason}")
+    return image
+
+
+# The flags' columns: each flag with its score and threshold (#49), so that a CSV row stands alone.
+FLAG_COLUMNS = ["uncertain", "top_probability", "uncertain_below", "unfamiliar", "unfamiliar_score",
+                "unfamiliar_above"]
+
+
 @dataclass
 class PredictResult:
     rows: list[dict] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     model: str = ""
     calibration: Calibration | None = None
+    detector: ood.OodDetector | None = None
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=["path", "prediction", *[f"p_{c}" for c in CLASSES], "uncertain",
+        return pd.DataFrame(self.rows, columns=["path", "prediction", *[f"p_{c}" for c in CLASSES], *FLAG_COLUMNS,
                                                 "model", "temperature", "cam_png"])
 
     @property
@@ -184,18 +201,46 @@ class PredictResult:
         """One line: which model and temperature produced the probabilities, and the flag's threshold."""
         c = self.calibration
         if c is None:
-            return (f"model {self.model}: no calibration file beside it, so probabilities are uncalibrated "
-                    "and no image is flagged")
-        return (f"model {self.model}, temperature {c.temperature:.3f} (fitted on {c.n_images} {c.fitted_on} images); "
-                f"uncertain: top probability below {c.uncertain_below:.4f}")
+            line = (f"model {self.model}: no calibration file beside it, so probabilities are uncalibrated "
+                    "and no image is flagged uncertain")
+        else:
+            line = (f"model {self.model}, temperature {c.temperature:.3f} (fitted on {c.n_images} {c.fitted_on} "
+                    f"images); uncertain: top probability below {c.uncertain_below:.4f}")
+        return f"{line}\n{self.unfamiliar_provenance()}"
+
+    def unfamiliar_provenance(self) -> str:
+        """One line: the unfamiliar flag's method and threshold, or that the model has none."""
+        d = self.detector
+        if d is None:
+            return ("unfamiliar: no OOD file beside the model (python -m braintumour ood-fit writes it), "
+                    "so no image is flagged")
+        return (f"unfamiliar: {d.method} score above {d.threshold:.4g} (fitted on {d.n_fit} training images, "
+                f"{d.validation_flagged:.1%} of {d.n_threshold} validation images above it)")
 
 
-def _calibrated(model, images: np.ndarray, calibration: Calibration | None) -> tuple[np.ndarray, list]:
-    logits = predict_logits(model, images)
+def _calibrated(model, images: np.ndarray, calibration: Calibration | None,
+                detector: ood.OodDetector | None = None) -> tuple[np.ndarray, list, list]:
+    """Probabilities, the uncertain flag and the unfamiliar (score, flag) per image; None where the model
+    has no calibration or OOD file. Logits and features come from one forward pass."""
+    if detector is None:
+        logits, unfamiliar = predict_logits(model, images), [(None, None)] * len(images)
+    else:
+        logits, features = ood.logits_and_features(model, images)
+        scores, flags = detector.apply(logits, features)
+        unfamiliar = [(float(s), bool(f)) for s, f in zip(scores, flags, strict=True)]
     if calibration is None:
-        return probabilities(logits), [None] * len(images)
+        return probabilities(logits), [None] * len(images), unfamiliar
     proba, flag = calibration.apply(logits)
-    return proba, [bool(f) for f in flag]
+    return proba, [bool(f) for f in flag], unfamiliar
+
+
+def _flag_fields(p: np.ndarray, uncertain: bool | None, unfamiliar: tuple, result: PredictResult) -> dict:
+    """A row's FLAG_COLUMNS: each flag, its score and its threshold (None where the model has no file)."""
+    c, d = result.calibration, result.detector
+    return {"uncertain": uncertain, "top_probability": round(float(p.max()), 6),
+            "uncertain_below": round(c.uncertain_below, 6) if c else None,
+            "unfamiliar": unfamiliar[1], "unfamiliar_score": None if unfamiliar[0] is None else round(unfamiliar[0], 4),
+            "unfamiliar_above": round(d.threshold, 4) if d else None}
 
 
 def predict_files(
@@ -205,22 +250,29 @@ def predict_files(
     cam_method: str = "gradcam",
     batch_size: int = 64,
     progress: bool = True,
+    screen: bool = True,
 ) -> PredictResult:
     """Classify each file; write a side-by-side Grad-CAM PNG per image to `out_dir` (if given).
-    `model_path` defaults to the committed model (`default_model()`)."""
+    `model_path` defaults to the committed model (`default_model()`). `screen` runs the input check and the
+    unfamiliar score (#49); False gives predict as it was without them (for `benchmarks/ood_overhead.py`)."""
     if out_dir is not None:
         files.check_output_path(out_dir, folder=True)  # before the model is even loaded
     model_path = default_model() if model_path is None else model_path
     model, payload = load_checkpoint(model_path)
     size = payload["config"]["image_size"]
     result = PredictResult(model=printable(model_path), calibration=load_calibration(model_path))
+    if screen:
+        result.detector = ood.load_detector(model_path)
+        if result.detector is not None:
+            ood.check_model(result.detector, model, model_path)
+    read = read_checked_scan if screen else read_scan
     explainer = CamExplainer(model, cam_method) if out_dir is not None else None
     bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress or len(paths) < 2)
     for start in range(0, len(paths), batch_size):
         ok_paths, arrays = [], []
         for path in paths[start : start + batch_size]:
             try:
-                arrays.append(read_scan(path, size))
+                arrays.append(read(path, size))
                 ok_paths.append(path)
             except ImageDecodeError as e:
                 result.errors.append(printable(e))
@@ -228,10 +280,11 @@ def predict_files(
         if not arrays:
             continue
         images = np.stack(arrays)
-        proba, uncertain = _calibrated(model, images, result.calibration)
+        proba, uncertain, unfamiliar = _calibrated(model, images, result.calibration, result.detector)
         pred = proba.argmax(1)
         maps = explainer(images, pred) if explainer is not None else [None] * len(images)
-        for path, img, p, k, flag, heat in zip(ok_paths, images, proba, pred, uncertain, maps, strict=True):
+        for path, img, p, k, flag, odd, heat in zip(ok_paths, images, proba, pred, uncertain, unfamiliar, maps,
+                                                   strict=True):
             cam_png = ""
             if out_dir is not None:
                 cam_png = printable(_write_overlay(out_dir, path, img, heat, CLASSES[k], float(p[k]),
@@ -241,7 +294,7 @@ def predict_files(
                     "path": printable(path),
                     "prediction": CLASSES[k],
                     **{f"p_{c}": round(float(p[i]), 6) for i, c in enumerate(CLASSES)},
-                    "uncertain": flag,
+                    **_flag_fields(p, flag, odd, result),
                     "model": result.model,
                     "temperature": round(result.temperature, 6),
                     "cam_png": cam_png,
@@ -264,20 +317,24 @@ def _write_overlay(
 def render(result: PredictResult, fmt: str) -> str:
     frame = result.frame()
     if fmt == "json":
-        c = result.calibration
+        c, d = result.calibration, result.detector
         return json.dumps({"model": result.model, "temperature": result.temperature,
                            "uncertain_below": c.uncertain_below if c else None, "calibrated": c is not None,
+                           "unfamiliar_method": d.method if d else None, "unfamiliar_above": d.threshold if d else None,
                            "predictions": frame.to_dict(orient="records"), "errors": result.errors}, indent=2)
     if fmt == "csv":
         return frame.to_csv(index=False)
     if frame.empty:
         return "no image could be classified"
-    shown = frame.drop(columns=["cam_png", "model", "temperature"]).copy()
+    shown = frame.drop(columns=["cam_png", "model", "temperature", "top_probability", "uncertain_below",
+                                "unfamiliar_above"]).copy()
     shown["path"] = shown.path.map(lambda s: s if len(s) <= 60 else "..." + s[-57:])
     counts = frame.prediction.value_counts().reindex(list(CLASSES), fill_value=0)
     summary = ", ".join(f"{c}: {n}" for c, n in counts.items())
     flagged = int(frame.uncertain.fillna(False).astype(bool).sum())
     unsure = f"; {flagged} flagged uncertain" if result.calibration else ""
+    if result.detector is not None:
+        unsure += f"; {int(frame.unfamiliar.fillna(False).astype(bool).sum())} flagged unfamiliar"
     return (f"{shown.to_string(index=False)}\n\n{len(frame)} image(s) classified ({summary}{unsure})\n"
             f"{result.provenance()}")
 

@@ -1,0 +1,130 @@
+"""The input check: what is plainly not a brain MRI slice is refused before the model sees it.
+
+Three rules, each one line of reason, each measured to refuse (almost) no real slice of the Kaggle set
+or of the external collections (Br35H, BraTS, OASIS, OpenNeuro; docs/predict.md gives the rates).
+They catch what needs no model; the unfamiliar score (`ood`) catches the rest.
+- **Colour.** MRI slices are grey; many are stored as RGB with three equal channels (fine), a few carry
+  small coloured marks. Refused: a file whose pixels are coloured (chroma, max - min of R, G, B, at least
+  `CHROMA_LEVEL`) over more than `MAX_COLOUR_SHARE` of the image: photographs, fundus images, stained
+  histology, colour screenshots.
+- **Blank.** A constant or nearly constant image (standard deviation below `MIN_STD` grey levels)
+  holds nothing to classify.
+- **Bright border.** A head slice lies on a dark background. Refused: images whose outer `RING` pixels
+  are almost all light: fewer than `MIN_DARK_BORDER` of them at or below `DARK_LEVEL` *and* their median
+  above `BRIGHT_BORDER`, such as documents, light screenshots, textures and photographs filling the frame.
+  Both conditions, because some real slices lie on a mid-grey background (FLAIR exports of Br35H and the
+  Kaggle set: border medians 45-89, no pixel at or below 40); the dark share alone refused 14 of them.
+The last two judge the image's own area of the model's input (`content`), not the black bars that
+`data.square_resize` pads a non-square image with: those would make a white page look like a slice.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from braintumour.data import PIL_FORMATS, ImageDecodeError
+
+CHROMA_LEVEL = 40  # grey levels: JPEG's chroma noise on a grey slice stays far below
+MAX_COLOUR_SHARE = 0.15  # real slices measured: at most 0.047 (a coloured banner across a web image)
+MIN_STD = 6.0  # grey levels of the (size x size) input; the real slices measured have at least 14
+RING = 6  # pixels of the border of the (128 px) input
+DARK_LEVEL = 40
+MIN_DARK_BORDER = 0.02  # share of the border ring at or below DARK_LEVEL
+BRIGHT_BORDER = 100  # grey levels: the border median of real slices measured is at most 89 where none is dark
+COLOUR_SIDE = 64  # colour is judged on a thumbnail: JPEG decodes it at 1/8 scale for next to nothing
+EXIF_ORIENTATION = 0x0112  # values 5-8 turn the image by 90 degrees
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+
+
+class NotABrainSlice(ImageDecodeError):
+    """A decodable image that the input check refuses; the message names the file and the rule."""
+
+
+def content(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The part of a padded square input (`data.square_resize`) that shows the original width x height
+    image, less one pixel at each padded side (bilinear resizing blends it with the padding)."""
+    side = image.shape[0]
+    w = max(1, round(side * width / max(width, height)))
+    h = max(1, round(side * height / max(width, height)))
+    x0, y0 = (side - w) // 2, (side - h) // 2
+    trim_x, trim_y = int(w < side and w > 2), int(h < side and h > 2)
+    return image[y0 + trim_y : y0 + h - trim_y, x0 + trim_x : x0 + w - trim_x]
+
+
+def _chroma_share(rgb: np.ndarray) -> float:
+    chroma = rgb.max(axis=-1).astype(np.int16) - rgb.min(axis=-1)
+    return float((chroma >= CHROMA_LEVEL).mean())
+
+
+def inspect(data: bytes) -> tuple[float, tuple[int, int]]:
+    """Share of coloured pixels in an image file (0 for grey modes, read from the header alone) and its
+    width and height as the model sees it (after the EXIF turn that `data.to_grey` applies to JPEGs).
+
+    PIL formats are judged on a thumbnail; a DICOM file only where its photometric interpretation is
+    a colour one. Called after `predict.read_scan` decoded the same bytes, so the size guards have run."""
+    try:
+        with Image.open(io.BytesIO(data), formats=PIL_FORMATS) as im:
+            turned = im.format == "JPEG" and im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+            size = (im.height, im.width) if turned else im.size  # before `draft` shrinks it
+            return _colour_share(im), size
+    except (UnidentifiedImageError, OSError):
+        return _dicom_inspect(data)
+
+
+def _colour_share(im: Image.Image) -> float:
+    if im.mode in GREY_MODES:
+        return 0.0
+    im.draft("RGB", (COLOUR_SIDE, COLOUR_SIDE))  # JPEG only: decode at a reduced scale
+    im = im.convert("RGBA" if "transparency" in im.info or "A" in im.mode else "RGB")
+    im.thumbnail((COLOUR_SIDE, COLOUR_SIDE))
+    rgb = np.asarray(im)
+    if rgb.shape[-1] == 4:  # transparent pixels are composited onto black, i.e. grey
+        rgb = rgb[..., :3] * (rgb[..., 3:] > 0)
+    return _chroma_share(rgb)
+
+
+def _dicom_inspect(data: bytes) -> tuple[float, tuple[int, int]]:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+        size = (int(ds.Columns), int(ds.Rows))
+        if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).startswith("MONOCHROME"):
+            return 0.0, size
+        rgb = np.asarray(ds.pixel_array)  # pydicom converts YBR and palette colour to RGB
+    except Exception:  # not a DICOM file after all, or unreadable here: read_scan judged the file already
+        return 0.0, (1, 1)
+    if rgb.ndim != 3 or rgb.shape[-1] < 3:
+        return 0.0, size
+    top = float(rgb.max()) or 1.0
+    return _chroma_share(np.round(rgb[..., :3] * (255.0 / top)).astype(np.uint8)), size
+
+
+def border(image: np.ndarray) -> np.ndarray:
+    """The outer `RING` pixels (at 128 px; scaled with the image) of a uint8 image, flattened."""
+    r = max(1, min(round(RING * max(image.shape) / 128), min(image.shape) // 2))
+    return np.concatenate([image[:r].ravel(), image[-r:].ravel(), image[r:-r, :r].ravel(), image[r:-r, -r:].ravel()])
+
+
+def border_dark_share(image: np.ndarray) -> float:
+    """Share of the border (`border`) at or below `DARK_LEVEL`."""
+    return float((border(image) <= DARK_LEVEL).mean())
+
+
+def refusal(data: bytes, image: np.ndarray) -> str | None:
+    """Why the file (`data`, decoded and preprocessed into `image`, the model's uint8 input) is not a brain
+    MRI slice, or None where no rule refuses it."""
+    share, (width, height) = inspect(data)
+    if share > MAX_COLOUR_SHARE:
+        return f"a colour image: {share:.0%} of its pixels are coloured; MRI slices are grey"
+    own = content(image, width, height)
+    if (std := float(own.std())) < MIN_STD:
+        return f"blank: nearly constant (standard deviation {std:.1f} grey levels)"
+    dark, median = border_dark_share(own), float(np.median(border(own)))
+    if dark < MIN_DARK_BORDER and median > BRIGHT_BORDER:
+        return (f"a bright border: its median is {median:.0f} grey levels and {dark:.0%} of it is dark, where a "
+                "head slice lies on a dark background")
+    return None

@@ -1,0 +1,168 @@
+"""The unfamiliar score and the input check (#49): features, threshold, sidecar files, and every kind of
+input that is not a brain MRI slice refused or flagged by the committed default model."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from nonbrain import nonbrain_images
+
+from braintumour import data, inputcheck, ood, predict, splits
+from braintumour.checkpoints import load_checkpoint, save_checkpoint
+from braintumour.models import build_model
+from braintumour.recipes import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "reports" / "models"
+COMMITTED = ("custom_cnn", "custom_cnn_external", "custom_cnn_guided", "lenet5")
+
+
+@pytest.mark.parametrize("name", ["custom_cnn", "custom_cnn_guided", "lenet5"])
+def test_logits_are_linear_in_the_captured_features(name):
+    """The captured features are the penultimate layer's: the final linear map of them gives the logits."""
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    images = np.random.default_rng(0).integers(0, 256, (3, 64, 64), dtype=np.uint8)
+    logits, feats = ood.logits_and_features(model, images)
+    layer = ood.penultimate_layer(model)
+    w = layer.weight.detach().reshape(layer.weight.shape[0], -1).numpy()
+    b = (layer.bias if layer.bias is not None else model.bias).detach().numpy()
+    np.testing.assert_allclose(feats @ w.T + b, logits, atol=1e-4)
+
+
+@pytest.mark.parametrize("n", [1, 49, 50, 572, 1000])
+def test_threshold_flags_at_most_the_share_even_with_ties(n):
+    rng = np.random.default_rng(n)
+    for scores in (rng.normal(size=n), rng.integers(0, 5, n).astype(float), np.ones(n)):
+        t = ood.threshold_for_share(scores, 0.02)
+        assert (scores > t).sum() <= int(0.02 * n)
+        assert (scores >= t).sum() >= int(0.02 * n) + 1 or (scores > t).sum() == int(0.02 * n)
+
+
+def _detector(dim=8, method="mahalanobis") -> ood.OodDetector:
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(dim, dim))
+    return ood.OodDetector(
+        method=method, threshold=3.5, fitted_on="train", n_fit=100, thresholded_on="val", n_threshold=50,
+        max_validation_flagged=0.02, validation_flagged=0.02, feature_dim=dim, data_fingerprint="f", git_commit="c",
+        means=rng.normal(size=(4, dim)) if method == "mahalanobis" else None,
+        precision=a @ a.T + np.eye(dim) if method == "mahalanobis" else None)
+
+
+def test_sidecar_round_trip(tmp_path):
+    model_path = tmp_path / "m.pt"
+    for method in ood.METHODS:
+        d = _detector(method=method)
+        ood.save_detector(model_path, d)
+        back = ood.load_detector(model_path)
+        assert back == d
+        feats, logits = np.random.default_rng(1).normal(size=(5, 8)), np.random.default_rng(2).normal(size=(5, 4))
+        np.testing.assert_allclose(back.score(logits, feats), d.score(logits, feats))
+    assert not ood.ood_paths(model_path)[1].exists()  # energy needs no arrays; the old ones are gone
+    assert ood.load_detector(tmp_path / "none.pt") is None
+    assert not list(tmp_path.glob(".*"))  # atomic writes leave no temporary file
+
+
+@pytest.mark.parametrize("fault", ["not json", "schema", "missing field", "nan threshold", "infinite", "method",
+                                   "bool", "nan array", "shape", "checksum", "no arrays"])
+def test_a_bad_sidecar_is_named_not_used(tmp_path, fault):
+    model_path = tmp_path / "m.pt"
+    ood.save_detector(model_path, _detector())
+    json_path, npz_path = ood.ood_paths(model_path)
+    record = json.loads(json_path.read_text())
+    arrays = dict(np.load(npz_path))
+    if fault == "not json":
+        json_path.write_text("{")
+    elif fault == "no arrays":
+        npz_path.unlink()
+    elif fault in ("nan array", "shape", "checksum"):
+        arrays["precision"] = {"nan array": arrays["precision"] * np.nan, "shape": arrays["precision"][:4],
+                               "checksum": arrays["precision"] * 2}[fault]
+        np.savez(npz_path, **arrays)
+    else:
+        record |= {"schema": {"schema": 99}, "missing field": {}, "nan threshold": {"threshold": float("nan")},
+                   "infinite": {"n_fit": float("inf")}, "method": {"method": "magic"},
+                   "bool": {"threshold": True}}[fault]
+        record.pop("feature_dim") if fault == "missing field" else None
+        json_path.write_text(json.dumps(record))
+    with pytest.raises(ood.OodFileError, match=r"m\.ood\.(json|npz)"):
+        ood.load_detector(model_path)
+
+
+def test_a_detector_for_other_features_is_refused(tmp_path):
+    path = tmp_path / "custom_cnn.pt"
+    save_checkpoint(path, build_model("custom_cnn").eval(), TrainConfig(image_size=64))
+    model, _ = load_checkpoint(path)
+    with pytest.raises(ood.OodFileError, match="fitted on 8 features, the model gives 128"):
+        ood.check_model(_detector(8), model, path)
+
+
+def test_fit_detector_thresholds_on_validation():
+    """On synthetic features: fitted on 'training', at most 2% of 'validation' above the threshold."""
+    torch.manual_seed(0)
+    model = build_model("lenet5").eval()
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (200, 32, 32), dtype=np.uint8), np.repeat(np.arange(4), 50)
+    d = ood.fit_detector(model, (images, labels), rng.integers(0, 256, (150, 32, 32), dtype=np.uint8))
+    assert d.method == "mahalanobis" and d.feature_dim == 84 and d.n_fit == 200 and d.n_threshold == 150
+    assert d.validation_flagged <= 0.02 and np.isfinite(d.means).all() and np.isfinite(d.precision).all()
+
+
+def _committed(name: str, dataset: data.Dataset) -> ood.OodDetector:
+    model_path = MODELS / f"{name}.pt"
+    detector = ood.load_detector(model_path) if model_path.is_file() else None
+    if detector is None:
+        pytest.skip(f"no committed {name} model with an OOD file (python -m braintumour ood-fit writes it)")
+    if detector.data_fingerprint != dataset.fingerprint:
+        pytest.skip("the OOD file was fitted on other data")
+    return detector
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_committed_detectors_flag_at_most_two_percent_of_validation(name, dataset):
+    """The committed sidecars reproduce: the validation images' scores from the model file, through the
+    library, flag the share recorded, at most 2%."""
+    detector = _committed(name, dataset)
+    model, payload = load_checkpoint(MODELS / f"{name}.pt")
+    images = data.load_images(dataset, payload["config"]["image_size"])
+    val = images[splits.load_split(dataset).val]
+    _, flags = detector.apply(*ood.logits_and_features(model, val))
+    assert flags.mean() == pytest.approx(detector.validation_flagged) and flags.mean() <= 0.02
+    assert detector.method == "mahalanobis" and detector.n_threshold == len(val)
+
+
+@pytest.fixture(scope="module")
+def nonbrain(tmp_path_factory):
+    return nonbrain_images(tmp_path_factory.mktemp("nonbrain"))
+
+
+@pytest.mark.parametrize("kind", ["colour photograph", "blank or constant", "non-brain medical", "text or screenshot"])
+def test_every_non_brain_input_is_refused_or_flagged(kind, nonbrain, dataset):
+    """#49: each image of each kind is refused by the input check or flagged unfamiliar by the default
+    model; none gets a class without a flag. What caught each one is in the failure message."""
+    _committed(predict.default_model().stem, dataset)
+    paths = nonbrain[kind]
+    result = predict.predict_files(list(paths.values()), progress=False)
+    refused = {n for n, p in paths.items() if any(e.startswith(f"{p}: refused, not a brain MRI slice") for e in
+                                                  result.errors)}
+    flagged = {n for n, p in paths.items() for r in result.rows if r["path"] == str(p) and r["unfamiliar"]}
+    passed = set(paths) - refused - flagged
+    assert not passed, f"{kind}: given a class without a flag: {sorted(passed)} (refused {sorted(refused)}, " \
+                       f"flagged {sorted(flagged)})"
+    assert len(result.errors) == len(refused)  # nothing failed for another reason
+
+
+def test_the_input_check_passes_real_slices(real_dir):
+    """A sample of real slices of every Kaggle class and split passes (the rates on every collection:
+    docs/predict.md)."""
+    for path in sorted(real_dir.glob("*/*/*"))[::97]:
+        assert inputcheck.refusal(path.read_bytes(), predict.read_scan(path, 128)) is None, path
+
+
+def test_content_is_the_image_without_its_padding():
+    image = np.zeros((128, 128), np.uint8)
+    image[32:96] = 255  # a 2:1 white image, padded above and below
+    assert inputcheck.content(image, 200, 100).min() == 255
+    assert inputcheck.content(image, 100, 100).shape == (128, 128)
