@@ -73,7 +73,7 @@ BR35H_KAGGLE_DATASET = "ahmedhamada0/brain-tumor-detection"
 BR35H_FOLDERS: tuple[str, ...] = ("yes", "no")
 # The collections a model is tested for generalisation on (`braintumour.datasets`), in table order.
 COLLECTIONS: tuple[str, ...] = ("brats", "br35h", "oasis", "openneuro")
-COLLECTION_TITLES: dict[str, str] = {"kaggle": "Kaggle Testing", "brats": "BraTS 2021 (gliomas)",
+COLLECTION_TITLES: dict[str, str] = {"kaggle_testing": "Kaggle Testing", "brats": "BraTS 2021 (gliomas)",
                                      "br35h": "Br35H (tumours)", "oasis": "OASIS (healthy)",
                                      "openneuro": "OpenNeuro ds000177 (healthy)"}
 

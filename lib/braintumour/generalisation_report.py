@@ -175,3 +175,36 @@ def readme_sentence(gen: dict) -> str:
             f"(other collections as partial labels, acquisition randomisation, a brain-only view): {loo}. "
             f"The recipe on every collection ({len(gen['shipped_per_seed'])} seed(s)): Kaggle Testing accuracy "
             f"{accuracy:.2%} (mean); {verdict}.")
+
+
+UNFAMILIAR_TESTING_TARGET = 0.03  # at most this share of Kaggle Testing flagged unfamiliar
+ERRORS_FLAGGED_TARGET = 0.5  # at least this share of the default model's errors flagged, per collection
+
+
+def flag_table(reports_by_model: dict[str, dict[str, dict]]) -> pd.DataFrame:
+    """One row per model and set: the flags' shares, the errors they mark and what is left unflagged."""
+    rows = {}
+    for model, reports in reports_by_model.items():
+        for name, r in reports.items():
+            share = (lambda v: "" if v is None else f"{v:.1%}")  # noqa: E731
+            rows[(MODEL_TITLES[model], COLLECTION_TITLES.get(name, name))] = {
+                "images": r["images"], "errors": r["errors"], "unfamiliar": share(r["unfamiliar_share"]),
+                "uncertain": share(r["uncertain_share"]), "errors flagged": share(r["errors_flagged_share"]),
+                "error among unflagged": share(r["error_unflagged"]),
+                "unfamiliar-score AUROC, errors": "" if r["unfamiliar_score_auroc"] is None
+                else f"{r['unfamiliar_score_auroc']:.3f}"}
+    frame = pd.DataFrame(rows).T
+    if rows:
+        frame.index.names = ["model", "set"]
+    return frame
+
+
+def flag_targets(reports: dict[str, dict]) -> dict[str, bool]:
+    """Issue #49's targets for the default model: Kaggle Testing rarely flagged unfamiliar, and at least
+    half of the errors flagged on each collection (a collection without errors meets it)."""
+    met = {"kaggle_testing_unfamiliar": reports["kaggle_testing"]["unfamiliar_share"] <= UNFAMILIAR_TESTING_TARGET}
+    for name, r in reports.items():
+        if name != "kaggle_testing":
+            met[f"{name}_errors_flagged"] = (r["errors_flagged_share"] is None
+                                            or r["errors_flagged_share"] >= ERRORS_FLAGGED_TARGET)
+    return met

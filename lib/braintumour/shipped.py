@@ -49,11 +49,15 @@ def validation_accuracy(model: torch.nn.Module, images: np.ndarray, labels: np.n
     return float((predict_proba(model, images).argmax(1) == labels).mean())
 
 
-def ship(run: RunResult, seed: int, val_images: np.ndarray, val_labels: np.ndarray, fingerprint: str,
-         profile: str) -> Path:
-    """Save the run's model as `SHIPPED` with its temperature and uncertain threshold fitted on the
-    validation images, as notebook 09 does for the others."""
+def ship(run: RunResult, seed: int, train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarray, np.ndarray],
+         fingerprint: str, profile: str) -> Path:
+    """Save the run's model as `SHIPPED` with what `predict` reads beside it: the temperature and
+    uncertain threshold fitted on the Kaggle validation images (as notebook 09 does for the others), and
+    the out-of-distribution detector fitted on the Kaggle training images, thresholded on validation."""
+    from braintumour import ood
+
     path = model_path(SHIPPED)
+    val_images, val_labels = validation
     save_checkpoint(path, run.model, run.config, extra={"seed": seed, "data_fingerprint": fingerprint,
                                                         "git_commit": reporting.git_commit(), "profile": profile})
     temperature, threshold = calibration.fit(predict_logits(run.model, val_images), val_labels)
@@ -61,10 +65,15 @@ def ship(run: RunResult, seed: int, val_images: np.ndarray, val_labels: np.ndarr
         temperature=temperature, uncertain_below=threshold, fitted_on="validation", n_images=len(val_labels),
         max_validation_risk=calibration.MAX_VALIDATION_RISK, data_fingerprint=fingerprint,
         git_commit=reporting.git_commit()))
+    ood.save_detector(path, ood.fit_detector(run.model, train, val_images, data_fingerprint=fingerprint,
+                                             git_commit=reporting.git_commit()))
     return path
 
 
 def withdraw() -> None:
-    """Remove a shipped model that no longer meets its targets, and its calibration."""
-    model_path(SHIPPED).unlink(missing_ok=True)
-    calibration.calibration_path(model_path(SHIPPED)).unlink(missing_ok=True)
+    """Remove a shipped model that no longer meets its targets, and the files beside it."""
+    from braintumour import ood
+
+    path = model_path(SHIPPED)
+    for file in (path, calibration.calibration_path(path), *ood.ood_paths(path)):
+        file.unlink(missing_ok=True)
