@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from braintumour import audit, data, figshare
-from braintumour.config import CLASSES, MASKS_DIRNAME, PATIENTS_FILENAME, SPLITS
+from braintumour.config import CLASSES, COLLECTIONS, MASKS_DIRNAME, PATIENTS_FILENAME, SPLITS
 from braintumour.download import DownloadError
 
 # Real slices of every tumour class and both splits; one is 256 x 256.
@@ -49,6 +49,8 @@ OTHER = {
 }
 PARTS = [(1, 766), (767, 1532), (1533, 2298), (2299, 3064)]
 MATLAB_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2015 HDF5 schema 1.00 ."
+
+SKIP_COLLECTIONS = [arg for name in COLLECTIONS for arg in ("--skip", name)]  # only the figshare step here
 
 
 def write_mat(label: int, pid: str, image: np.ndarray, mask: np.ndarray, *, userblock: bool) -> bytes:
@@ -339,9 +341,9 @@ def test_make_data_derives_them_and_names_failures(release, monkeypatch, capsys)
     kaggle, _, server, build = release
     monkeypatch.setattr(download, "fetch", lambda **kw: kaggle)
     build(md5_override={part_name(1): "f" * 32})
-    assert main(["data", "--skip", "br35h", "--figshare-api", f"{server.base}/api"]) == 2
+    assert main(["data", *SKIP_COLLECTIONS, "--figshare-api", f"{server.base}/api"]) == 2
     assert "ERROR: brainTumorDataPublic_1-766.zip: MD5" in capsys.readouterr().err
     server.list_files()
     monkeypatch.setenv("FIGSHARE_API_URL", f"{server.base}/api")
-    assert main(["data", "--skip", "br35h"]) == 0
+    assert main(["data", *SKIP_COLLECTIONS]) == 0
     assert (kaggle.parent / PATIENTS_FILENAME).is_file() and (kaggle.parent / MASKS_DIRNAME).is_dir()
