@@ -91,10 +91,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         # about 24 passes over its pool (docs/running.md has their minutes).
         "generalise_steps": 3000,
         "generalise_seeds": [0, 1, 2],
-        # Ablations (generalisation.ABLATIONS) and the leave-one-out folds each is run on: every fold for
-        # the Kaggle-only run (one run serves them all), BraTS for the brain-only view.
-        "generalise_ablations": {"no_other_collections": ["brats", "br35h", "oasis", "openneuro"],
-                                 "no_skull_strip": ["brats"]},
+        # Ablations (generalisation.ABLATIONS) and the leave-one-out folds each is run on: the Kaggle-only
+        # run (one run serves every fold). The other ablations are the full profile's.
+        "generalise_ablations": {"no_other_collections": ["brats", "br35h", "oasis", "openneuro"]},
         "scorecam_images": 120,
         "baseline_scorecam_images": 8,
         "baseline_cam_images": 619,
