@@ -301,16 +301,8 @@ def predict_files(
         pred = proba.argmax(1)
         maps = explainer(images, pred) if explainer is not None else [None] * len(images)
         for path, img, p, k, flag, heat in zip(ok_paths, images, proba, pred, uncertain, maps, strict=True):
-            if not np.isfinite(p).all():  # finite weights can still overflow: no result beats a wrong one
-                result.errors.append(f"{printable(path)}: the model's output for it is not finite; no result")
+            if (cam_png := _checked_overlay(result, out_dir, path, img, heat, p)) is None:
                 continue
-            cam_png = ""
-            if out_dir is not None:
-                try:
-                    cam_png = printable(_write_overlay(out_dir, path, img, heat, CLASSES[k], float(p[k]),
-                                                       len(result.rows)))
-                except OSError as e:  # the result is still reported; only its picture is missing
-                    result.errors.append(f"{printable(path)}: overlay not written ({e.strerror or e}); result kept")
             result.rows.append(
                 {
                     "path": printable(path),
@@ -324,6 +316,24 @@ def predict_files(
             )
     bar.close()
     return result
+
+
+def _checked_overlay(result: PredictResult, out_dir: Path | None, path: Path, image: np.ndarray, heat: np.ndarray,
+                     p: np.ndarray) -> str | None:
+    """The overlay's name for a result's row ("" without `out_dir`), or None for no row: finite weights
+    can still overflow, and no result beats a wrong one. An overlay that cannot be written is one error
+    line, and the result is kept."""
+    if not np.isfinite(p).all():
+        result.errors.append(f"{printable(path)}: the model's output for it is not finite; no result")
+        return None
+    if out_dir is None:
+        return ""
+    k = int(p.argmax())
+    try:
+        return printable(_write_overlay(out_dir, path, image, heat, CLASSES[k], float(p[k]), len(result.rows)))
+    except OSError as e:
+        result.errors.append(f"{printable(path)}: overlay not written ({e.strerror or e}); result kept")
+        return ""
 
 
 def _write_overlay(
