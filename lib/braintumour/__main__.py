@@ -236,14 +236,16 @@ def _input_errors() -> tuple[type[Exception], ...]:
     """The errors that mean bad or missing input, reported in one line rather than a traceback.
     Imported only once something has failed: `checkpoints` imports torch, seconds that every
     command (each notebook of `make reproduce` is one) would pay otherwise."""
+    from braintumour.calibration import CalibrationError
     from braintumour.checkpoints import CheckpointError
     from braintumour.data import DataNotFoundError, DatasetLayoutError, ImageDecodeError
+    from braintumour.device import DeviceUnavailable
     from braintumour.download import DownloadError
     from braintumour.files import OutputPathError
     from braintumour.ood import OodFileError
 
     return (DataNotFoundError, DatasetLayoutError, ImageDecodeError, DownloadError, CheckpointError, OutputPathError,
-            OodFileError)
+            CalibrationError, DeviceUnavailable, OodFileError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 import numpy as np
@@ -213,12 +214,55 @@ def save_calibration(model_path: Path, calibration: Calibration) -> Path:
     return files.write_json(calibration_path(model_path), asdict(calibration))
 
 
+class CalibrationError(ValueError):
+    """A calibration file sits beside a model but cannot be trusted: unreadable, not the schema, or
+    holding values no fit produces."""
+
+
 def load_calibration(model_path: Path) -> Calibration | None:
-    """The model's calibration, or None where no file sits beside it (an uncalibrated model)."""
+    """The model's calibration, or None where no file sits beside it (an uncalibrated model).
+
+    A file that is there is checked before use, and refused by name (CalibrationError) when broken,
+    never ignored: a temperature of 0 or NaN makes every probability NaN, a negative one reverses the
+    ranking, a threshold outside [0, 1] flags every image or none."""
     path = calibration_path(model_path)
-    if not path.is_file():
-        return None
     try:
-        return Calibration(**json.loads(path.read_text()))
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"{path}: not a calibration file ({e}); notebook 09 writes it") from e
+        if not (path.exists() or path.is_symlink()):
+            return None
+        fields = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise CalibrationError(f"{path}: calibration file cannot be read ({e.strerror or e})") from e
+    except ValueError as e:  # not UTF-8, not JSON
+        raise CalibrationError(f"{path}: not a calibration file ({e}); notebook 09 writes it") from e
+    problem = calibration_problem(fields)
+    if problem:
+        raise CalibrationError(f"{path}: calibration file refused: {problem}; notebook 09 writes a valid one")
+    return Calibration(**fields)
+
+
+def calibration_problem(fields: object) -> str | None:
+    """What is wrong with a calibration file's content (parsed JSON), or None: the schema (the fields
+    of `Calibration`, no more, no fewer) and the ranges. The temperature must lie in the range
+    `fit_temperature` searches, TEMPERATURE_BOUNDS, so it is finite and positive; the threshold in
+    [0, 1], or one ulp above 1, `threshold_for_risk`'s value for "flag every image"."""
+    if not isinstance(fields, dict):
+        return f"holds a JSON {type(fields).__name__}, not an object"
+    names = [f.name for f in dataclass_fields(Calibration)]
+    missing, extra = [n for n in names if n not in fields], sorted(set(fields) - set(names))
+    if missing or extra:
+        return "; ".join(filter(None, [missing and f"missing {', '.join(missing)}",
+                                       extra and f"unknown field(s) {', '.join(map(str, extra))}"]))
+    ranges = {"temperature": TEMPERATURE_BOUNDS, "uncertain_below": (0.0, float(np.nextafter(1.0, 2.0))),
+              "max_validation_risk": (0.0, 1.0)}
+    for name, (low, high) in ranges.items():
+        v = fields[name]
+        if not _is_number(v) or not low <= v <= high:  # NaN fails every comparison
+            return f"{name} is {v!r}, not a number in [{low:g}, {high:g}]"
+    if not _is_number(fields["n_images"]) or not float(fields["n_images"]).is_integer() or fields["n_images"] < 1:
+        return f"n_images is {fields['n_images']!r}, not a positive whole number"
+    wrong = [n for n in ("fitted_on", "data_fingerprint", "git_commit") if not isinstance(fields[n], str)]
+    return f"{wrong[0]} is {fields[wrong[0]]!r}, not text" if wrong else None
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)

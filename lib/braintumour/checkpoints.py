@@ -34,6 +34,10 @@ if TYPE_CHECKING:
     from braintumour.recipes import TrainConfig
 
 ALLOWED_GLOBALS: tuple[Any, ...] = ()
+# The input sizes a checkpoint may ask for: the profiles train at 64 to 224 pixels, and nothing above
+# the Kaggle slices' own 512 adds information, while each step up costs memory quadratically (30,000
+# pixels would be 3.6 GB per image).
+IMAGE_SIZES = (8, 512)
 
 
 class CheckpointError(ValueError):
@@ -84,19 +88,54 @@ def load_checkpoint(path: str | Path, device: torch.device | None = None) -> tup
     try:
         cfg = payload["config"]
         size = cfg.get("image_size")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 8:
-            raise ValueError(f"its config has no usable image_size (got {size!r})")
+        if not isinstance(size, int) or isinstance(size, bool) or not IMAGE_SIZES[0] <= size <= IMAGE_SIZES[1]:
+            raise ValueError(f"its config has no usable image_size (got {size!r}; the library supports "
+                             f"{IMAGE_SIZES[0]} to {IMAGE_SIZES[1]} pixels)")
         # The file replaces every tensor (a fine-tuned baseline's ImageNet weights included): `assign`
         # makes its tensors the parameters of layers built without values.
         model = build_architecture(cfg["model"], **cfg.get("model_kwargs", {}))
-        model.load_state_dict(payload["model"], assign=True)
+        model.load_state_dict(_float32_weights(payload["model"]), assign=True)
         if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
             raise ValueError("some of the model's tensors are not in the file")
+        odd = [(name, t.dtype) for name, t in model.named_parameters() if t.dtype != torch.float32]
+        if odd:
+            raise ValueError(f"weight {odd[0][0]} is {odd[0][1]}, not a real floating-point number")
     except KeyError as e:
         raise CheckpointError(f"{path}: not a usable model checkpoint (no {e} entry)") from e
     except (RuntimeError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{path}: not a usable model checkpoint ({str(e).splitlines()[0]})") from e
     return model.to(device or choose_device()).eval(), payload
+
+
+def _float32_weights(state: dict) -> dict:
+    """The file's tensors in float32, the precision every model here computes in: a float16, bfloat16
+    or float64 checkpoint is converted (exactly, or to the nearest float32), not run in a dtype the
+    input does not have. A weight that is not finite (NaN or infinity, or float64 beyond float32's
+    range) would turn every output into NaN, one class for every image: refused, naming the tensor."""
+    out = {}
+    for name, t in state.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point():
+            t = t.float()
+            bad = t.numel() - int(torch.isfinite(t).sum())
+            if bad:
+                raise ValueError(f"{bad:,} of its {t.numel():,} values in {name} are not finite (NaN or infinity)")
+        out[name] = t
+    return out
+
+
+def check_runs(model: torch.nn.Module, size: int, path: str | Path) -> None:
+    """One blank size x size image through the model, before any file is read: a model that cannot
+    run at its own image size (too small for its architecture), or whose output is not finite, is
+    refused as a checkpoint (CheckpointError naming `path`), not found out on the first real batch."""
+    x = to_input(torch.zeros(1, size, size, dtype=torch.uint8)).to(model_device(model))
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: not a usable model checkpoint (it cannot run on {size}x{size} images: "
+                              f"{_first_line(e)})") from e
+    if not torch.isfinite(out).all():
+        raise CheckpointError(f"{path}: not a usable model checkpoint (its output on a blank image is not finite)")
 
 
 def reestimate_batchnorm(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64) -> torch.nn.Module:

@@ -45,6 +45,9 @@ def choose_device(requested: str | None = None) -> torch.device:
     if not available.get(device.type, False):
         raise DeviceUnavailable(f"device {name!r} was asked for (${DEVICE_ENV} or the profile) but this machine "
                                 "has none; unset it or use auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceUnavailable(f"device {name!r} was asked for (${DEVICE_ENV} or the profile) but this machine "
+                                f"has {torch.cuda.device_count()} CUDA device(s); use cuda, or unset it")
     return device
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import sys
 import unicodedata
+import warnings
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,14 +26,17 @@ from tqdm import tqdm
 
 from braintumour import files, inputcheck, ood
 from braintumour.calibration import Calibration, load_calibration, probabilities
-from braintumour.checkpoints import load_checkpoint
+from braintumour.checkpoints import check_runs, load_checkpoint
 from braintumour.config import CLASSES, project_root
 from braintumour.data import (
     MAX_FILE_BYTES,
     ImageDecodeError,
+    check_frames,
     check_image_size,
     decode_grey,
+    decoder_reason,
     read_image_bytes,
+    scale_to_uint8,
     square_resize,
 )
 from braintumour.evaluate import predict_logits
@@ -44,6 +49,15 @@ DICOM_SUFFIXES = {".dcm", ".dicom"}
 # study's reproduction, always is.
 DEFAULT_MODELS = (Path("reports/models/custom_cnn_generalised.pt"), Path("reports/models/custom_cnn_external.pt"),
                   Path("reports/models/custom_cnn.pt"))
+# DICOM rescale values beyond these are corruption, not physics (CT and MR slopes are near 1, intercepts
+# a few thousand); within them float64 cannot overflow for any stored pixel value.
+RESCALE_LIMIT = 1e12
+OVERLAY_STEM_BYTES = 120
+# The overlays `predict --out` writes (`_write_overlay`): a folder scan skips them, so that overlays
+# beside the scans are not classified as scans.
+OVERLAY_NAME = re.compile(r"\d{5}_.*_(" + "|".join(CLASSES) + r")_\d\.\d\d_cam\.png", re.S)
+# OWASP's CSV injection: a spreadsheet runs a cell that begins with one of these as a formula.
+FORMULA_START = ("=", "+", "-", "@")
 
 
 def default_model() -> Path:
@@ -66,14 +80,19 @@ def printable(text: str | Path) -> str:
 
 def collect_paths(inputs: Iterable[str | Path], errors: list[str] | None = None) -> list[Path]:
     """Files named directly (any suffix), and files with a known suffix found recursively in folders
-    (not the temporary files of an interrupted atomic write). A folder that holds no such file is
-    reported in `errors` (when given), naming it."""
+    (not the temporary files of an interrupted atomic write, nor predict's own overlays). A folder that
+    holds no such file is reported in `errors` (when given), naming it."""
     out: list[Path] = []
     for p in map(Path, inputs):
-        if p.is_dir():
+        try:
+            is_dir = p.is_dir()
+        except OSError:  # a name too long for the file system: read_scan names the problem
+            is_dir = False
+        if is_dir:
             found = sorted(
                 f for f in p.rglob("*")
                 if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES | DICOM_SUFFIXES and not files.is_temp(f)
+                and not OVERLAY_NAME.fullmatch(f.name)
             )
             if not found and errors is not None:
                 suffixes = ", ".join(sorted(IMAGE_SUFFIXES | DICOM_SUFFIXES))
@@ -89,22 +108,50 @@ def _is_dicom(data: bytes, path: Path) -> bool:
 
 
 def read_dicom(data: bytes, source: Path) -> Image.Image:
-    """One DICOM slice -> 8-bit greyscale, scaled like a high-bit image (zero stays zero)."""
+    """One DICOM slice -> 8-bit greyscale by the rule every container follows (`data.scale_to_uint8`):
+    8-bit unsigned pixels as stored, as an 8-bit PNG's are; wider, signed or rescaled ones shifted and
+    scaled like a 16-bit PNG's or a float TIFF's."""
     import pydicom
-    from pydicom.errors import InvalidDicomError
 
     _check_deflated_size(data, source)
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
-    except (InvalidDicomError, EOFError, ValueError, OSError, zlib.error) as e:
-        raise ImageDecodeError(f"{source}: not a readable DICOM file ({e})") from e
+    except Exception as e:  # InvalidDicomError, NotImplementedError, BytesLengthException and more
+        raise ImageDecodeError(f"{source}: not a readable DICOM file ({decoder_reason(e)})") from e
+    _check_dicom_header(ds, source)
+    slope, intercept = _rescale(ds, source)  # before decoding: a refused rescale decodes nothing
+    try:
+        arr = ds.pixel_array
+    except Exception as e:  # pydicom raises many kinds for truncated or unsupported pixel data
+        raise ImageDecodeError(f"{source}: DICOM pixel data cannot be decoded ({decoder_reason(e)})") from e
+    if arr.ndim == 3 and arr.dtype == np.uint8:  # RGB secondary capture: PIL's luma, as for an RGB PNG
+        arr = np.asarray(Image.fromarray(np.ascontiguousarray(arr[..., :3]), mode="RGB").convert("L"))
+    elif arr.ndim == 3:  # wider colour: ITU-R 601 luma a channel at a time (a matrix product would
+        arr = _luma(arr)  # first make a float64 copy of all three channels, 1.6 GB at the size limit)
+    inverted = ds.get("PhotometricInterpretation") == "MONOCHROME1"
+    if arr.dtype == np.uint8 and (slope, intercept) == (1.0, 0.0):
+        return Image.fromarray(255 - arr if inverted else arr, mode="L")
+    arr = arr.astype(np.float64, copy=False)  # pixel_array's own array or the luma: ours to overwrite
+    arr *= -slope if inverted else slope  # negated, the shift to zero makes it max - value
+    arr += -intercept if inverted else intercept
+    return Image.fromarray(scale_to_uint8(arr, source=source), mode="L")
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    luma = rgb[..., 0] * 0.299
+    luma += rgb[..., 1] * 0.587
+    luma += rgb[..., 2] * 0.114
+    return luma
+
+
+def _check_dicom_header(ds, source: Path) -> None:
+    """The size guard on the header's numbers, before any pixel is decoded (a few KB of compressed
+    pixel data can announce gigabytes), and the one-slice rule before decoding the frames."""
     if "PixelData" not in ds:
         raise ImageDecodeError(
             f"{source}: DICOM file holds no image (no PixelData; modality "
             f"{ds.get('Modality', 'unknown')}, SOP class {ds.get('SOPClassUID', 'unknown')})"
         )
-    # The size guard on the header's numbers, before any pixel is decoded (a few KB of compressed
-    # pixel data can announce gigabytes), and the one-frame rule before decoding the frames.
     try:
         rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
         frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -113,21 +160,35 @@ def read_dicom(data: bytes, source: Path) -> Image.Image:
     if rows <= 0 or cols <= 0:
         raise ImageDecodeError(f"{source}: DICOM header has no image size (Rows {rows}, Columns {cols})")
     check_image_size(cols, rows, frames, source=source)
-    if frames > 1:
-        raise ImageDecodeError(f"{source}: DICOM has {frames} frames; export the one slice to classify")
+    check_frames(frames, "DICOM", source=source)
+
+
+def _rescale(ds, source: Path) -> tuple[float, float]:
+    """RescaleSlope and RescaleIntercept, refused unless finite and of sane size: an overflowing slope
+    turns every pixel into infinity, a zero one every pixel into the intercept (a blank image)."""
+    slope = _dicom_number(ds, "RescaleSlope", 1.0, source)
+    intercept = _dicom_number(ds, "RescaleIntercept", 0.0, source)
+    if not 1 / RESCALE_LIMIT <= abs(slope) <= RESCALE_LIMIT or abs(intercept) > RESCALE_LIMIT:
+        raise ImageDecodeError(
+            f"{source}: DICOM rescale is absurd (RescaleSlope {slope:g}, RescaleIntercept {intercept:g}; a slope's "
+            f"magnitude must lie in [{1 / RESCALE_LIMIT:g}, {RESCALE_LIMIT:g}], an intercept's at most "
+            f"{RESCALE_LIMIT:g}); refused rather than rescaled"
+        )
+    return slope, intercept
+
+
+def _dicom_number(ds, name: str, default: float, source: Path) -> float:
+    raw = ds.get(name)
+    if raw is None or raw == "":
+        return default
     try:
-        arr = ds.pixel_array.astype(np.float64)
-    except Exception as e:  # pydicom raises many kinds for truncated or unsupported pixel data
-        raise ImageDecodeError(f"{source}: DICOM pixel data cannot be decoded ({type(e).__name__}: {e})") from e
-    if arr.ndim == 3:  # RGB secondary capture: ITU-R 601 luma, as for RGB JPEGs
-        arr = arr[..., :3] @ np.array([0.299, 0.587, 0.114])
-    arr = arr * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0)
-    if ds.get("PhotometricInterpretation") == "MONOCHROME1":
-        arr = arr.max() - arr
-    arr -= min(arr.min(), 0.0)
-    top = arr.max()
-    arr = arr * (255.0 / top) if top > 0 else arr
-    return Image.fromarray(np.round(arr).astype(np.uint8), mode="L")
+        value = float(raw)
+    except (TypeError, ValueError):  # text, or several values
+        value = float("nan")
+    if not np.isfinite(value):
+        raise ImageDecodeError(f"{source}: DICOM {name} is {printable(str(raw))!r}, not one finite number; "
+                               "refused rather than rescaled")
+    return value
 
 
 def _check_deflated_size(data: bytes, source: Path) -> None:
@@ -156,12 +217,21 @@ def _check_deflated_size(data: bytes, source: Path) -> None:
 
 
 def read_scan(path: Path, size: int) -> np.ndarray:
-    """Any supported file -> (size, size) uint8, with the training preprocessing."""
+    """Any supported file -> (size, size) uint8, with the training preprocessing. Whatever goes wrong
+    with one file, whichever library raises it, is an ImageDecodeError naming it: one bad file never
+    stops the others."""
     data = read_image_bytes(path)  # missing, not a regular file, empty, too large: one line each
-    grey = read_dicom(data, path) if _is_dicom(data, path) else decode_grey(data, source=path)
-    if grey.width < 8 or grey.height < 8:
-        raise ImageDecodeError(f"{path}: image is {grey.width}x{grey.height}, too small to be an MRI slice")
-    return square_resize(grey, size)
+    try:
+        with warnings.catch_warnings():  # a decoder's complaint about a file it still decodes is not a result line
+            warnings.simplefilter("ignore")
+            grey = read_dicom(data, path) if _is_dicom(data, path) else decode_grey(data, source=path)
+            if grey.width < 8 or grey.height < 8:
+                raise ImageDecodeError(f"{path}: image is {grey.width}x{grey.height}, too small to be an MRI slice")
+            return square_resize(grey, size)
+    except ImageDecodeError:
+        raise
+    except Exception as e:  # decoders raise far more kinds than their documentation lists
+        raise ImageDecodeError(f"{path}: cannot decode image ({decoder_reason(e)})") from e
 
 
 def read_checked_scan(path: Path, size: int) -> np.ndarray:
@@ -260,6 +330,7 @@ def predict_files(
     model_path = default_model() if model_path is None else model_path
     model, payload = load_checkpoint(model_path)
     size = payload["config"]["image_size"]
+    check_runs(model, size, model_path)
     result = PredictResult(model=printable(model_path), calibration=load_calibration(model_path))
     if screen:
         result.detector = ood.load_detector(model_path)
@@ -285,10 +356,8 @@ def predict_files(
         maps = explainer(images, pred) if explainer is not None else [None] * len(images)
         for path, img, p, k, flag, odd, heat in zip(ok_paths, images, proba, pred, uncertain, unfamiliar, maps,
                                                    strict=True):
-            cam_png = ""
-            if out_dir is not None:
-                cam_png = printable(_write_overlay(out_dir, path, img, heat, CLASSES[k], float(p[k]),
-                                                   len(result.rows)))
+            if (cam_png := _checked_overlay(result, out_dir, path, img, heat, p)) is None:
+                continue
             result.rows.append(
                 {
                     "path": printable(path),
@@ -304,12 +373,32 @@ def predict_files(
     return result
 
 
+def _checked_overlay(result: PredictResult, out_dir: Path | None, path: Path, image: np.ndarray, heat: np.ndarray,
+                     p: np.ndarray) -> str | None:
+    """The overlay's name for a result's row ("" without `out_dir`), or None for no row: finite weights
+    can still overflow, and no result beats a wrong one. An overlay that cannot be written is one error
+    line, and the result is kept."""
+    if not np.isfinite(p).all():
+        result.errors.append(f"{printable(path)}: the model's output for it is not finite; no result")
+        return None
+    if out_dir is None:
+        return ""
+    k = int(p.argmax())
+    try:
+        return printable(_write_overlay(out_dir, path, image, heat, CLASSES[k], float(p[k]), len(result.rows)))
+    except OSError as e:
+        result.errors.append(f"{printable(path)}: overlay not written ({e.strerror or e}); result kept")
+        return ""
+
+
 def _write_overlay(
     out_dir: Path, source: Path, image: np.ndarray, heat: np.ndarray, label: str, p: float, index: int
 ) -> Path:
     """Image and heatmap overlay side by side, written atomically."""
     side = np.concatenate([np.repeat(image[..., None], 3, axis=2), overlay(image, heat)], axis=1)
-    target = out_dir / f"{index:05d}_{source.stem}_{label}_{p:.2f}_cam.png"
+    # The source's name is cut so the overlay's name (and its temporary's) stays under the 255-byte limit.
+    stem = os.fsdecode(os.fsencode(source.stem)[:OVERLAY_STEM_BYTES])
+    target = out_dir / f"{index:05d}_{stem}_{label}_{p:.2f}_cam.png"
     # The folder's stale temporaries were removed once, by `main`: no scan of it per image.
     return files.write_with(target, lambda tmp: Image.fromarray(side).save(tmp, format="PNG"), clean_stale=False)
 
@@ -321,9 +410,10 @@ def render(result: PredictResult, fmt: str) -> str:
         return json.dumps({"model": result.model, "temperature": result.temperature,
                            "uncertain_below": c.uncertain_below if c else None, "calibrated": c is not None,
                            "unfamiliar_method": d.method if d else None, "unfamiliar_above": d.threshold if d else None,
-                           "predictions": frame.to_dict(orient="records"), "errors": result.errors}, indent=2)
+                           "predictions": frame.to_dict(orient="records"), "errors": result.errors}, indent=2,
+                          allow_nan=False)  # strict JSON: every number is finite by now
     if fmt == "csv":
-        return frame.to_csv(index=False)
+        return frame.map(_csv_cell).to_csv(index=False)
     if frame.empty:
         return "no image could be classified"
     shown = frame.drop(columns=["cam_png", "model", "temperature", "top_probability", "uncertain_below",
@@ -339,10 +429,34 @@ def render(result: PredictResult, fmt: str) -> str:
             f"{result.provenance()}")
 
 
+def _csv_cell(value: object) -> object:
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
+def check_apart(inputs: Iterable[str | Path], output: str | Path, option: str) -> None:
+    """Outputs never touch inputs: OutputPathError when `output` is an input (by any name: a link, a
+    hard link) or lies inside an input folder, where `--output` would overwrite a scan and `--out`
+    would have each rerun classify the last run's overlays."""
+    for given in map(Path, inputs):
+        try:
+            target, source = Path(output).resolve(), given.resolve()
+            same = target == source or (target.exists() and source.exists() and os.path.samefile(target, source))
+            inside = source.is_dir() and target.is_relative_to(source)
+        except (OSError, RuntimeError):  # a name too long, a link loop: check_output_path names it
+            continue
+        if same or inside:
+            where = f"is the input {given}" if same else f"lies inside the input folder {given}"
+            raise files.OutputPathError(f"{output}: the {option} path {where}; refused, since outputs never touch "
+                                        "inputs (choose a path outside them)")
+
+
 def main(args) -> int:
     out_dir = Path(args.out) if args.out else None
     # Every output path is checked before any work, so that no result is lost to a bad one
     # (files.OutputPathError: one line, exit status 2).
+    for option, output in (("--out", out_dir), ("--output", args.output)):
+        if output:
+            check_apart(args.paths, output, option)
     if out_dir is not None:
         files.check_output_path(out_dir, folder=True)
         files.remove_stale_temps(out_dir, any_target=True)  # what a killed run left there
