@@ -388,8 +388,9 @@ def test_a_folder_scan_skips_the_overlays_of_earlier_runs(real_dir, model_file, 
     assert counts == [2, 2, 2]
     assert len(list(scans.rglob("*_cam.png"))) == 6
     one = next(scans.rglob("*_cam.png"))
-    rc, parsed, _ = predictions_and_errors(capsys, one, "--model", model_file)
-    assert rc == 0 and len(parsed["predictions"]) == 1  # named explicitly, an overlay is still read
+    rc, parsed, err = predictions_and_errors(capsys, one, "--model", model_file)
+    # named explicitly, an overlay is read, and the input check refuses it by name: it is a colour picture
+    assert rc == 1 and parsed["predictions"] == [] and one.name in err and "colour" in err
 
 
 # --------------------------------------------------------------------------- 5. memory bounded by what is allocated
