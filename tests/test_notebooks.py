@@ -10,7 +10,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from braintumour import explain, record
+from braintumour import explain, export, record
 from braintumour.config import CLASSES, SPLITS
 from braintumour.pipeline import notebooks
 from braintumour.profiles import get_profile
@@ -218,6 +218,18 @@ def test_pdfs_render_and_are_not_blank(smoke_reports, tmp_path):
                     str(tmp_path / "page")], check=True)
     page = np.asarray(Image.open(next(tmp_path.glob("page*.png"))).convert("L"))
     assert (page < 128).mean() > 0.005  # text and figures, not an empty white page
+
+
+@pytest.mark.slow
+def test_no_exported_page_shows_a_python_repr_or_is_blank(smoke_reports):
+    pdfs = sorted((smoke_reports / "pdf").glob("*.pdf")) + [smoke_reports / "report.pdf"]
+    assert len(pdfs) == len(notebooks()) + 1
+    assert [problem for pdf in pdfs for problem in export.page_problems(pdf)] == []
+
+
+def test_the_committed_reports_show_no_python_repr_and_no_blank_page():
+    pdfs = sorted((ROOT / "reports" / "pdf").glob("*.pdf")) + [ROOT / "reports" / "report.pdf"]
+    assert [problem for pdf in pdfs for problem in export.page_problems(pdf)] == []
 
 
 def test_smoke_run_never_writes_the_committed_reports(smoke_reports):

@@ -17,36 +17,52 @@ import tempfile
 from pathlib import Path
 
 import nbformat
+import numpy as np
 from nbconvert import HTMLExporter
+from PIL import Image
 
 from braintumour import files
 
+# What a reader should never meet on a page: Python reprs of dicts, lists of tuples, arrays.
+PYTHON_REPR = re.compile(r"\{'|\['|\[\(|array\(|dtype=")
+PAGE_NUMBER = re.compile(r"^\s*\d+ / \d+\s*$", re.M)
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # A figure a cell saves (`reporting.save_figure(fig, "name")`) or shows (the results notebook's
 # `figure("name")`): the name is the call's last argument, a plain string.
 SAVED_FIGURE = re.compile(r"""(?:save_figure\(|(?<![\w.])figure\()[^;]*?["']([\w.-]+)["']\s*\)\s*;?[ \t]*$""", re.M)
 # Page margins with the page number in the footer (CSS page-margin boxes, Chromium 131 and later);
-# tables shrink and wrap rather than run off the page.
+# tables shrink and wrap rather than run off the page. An output may break across pages: JupyterLab's
+# print style keeps each whole, which left a blank page wherever one was taller than what remained.
 PRINT_CSS = """
 @page { size: A4; margin: 18mm 14mm 18mm 14mm;
         @bottom-center { content: counter(page) " / " counter(pages); font: 9pt sans-serif; color: #555; } }
+@page wide { size: A4 landscape; }
+.wide-table { page: wide; }
 body { font-size: 10.5pt; }
 pre { white-space: pre-wrap; word-break: break-word; }
 table { font-size: 8pt; max-width: 100%; border-collapse: collapse; }
 td, th { word-break: normal; overflow-wrap: break-word; hyphens: manual; padding: 2px 4px; }
 .jp-RenderedHTMLCommon table { table-layout: auto; }
-img { max-width: 100%; height: auto; page-break-inside: avoid; }
+img { max-width: 100%; max-height: 245mm; width: auto; height: auto; object-fit: contain; page-break-inside: avoid; }
 .figure-caption { font-size: 9pt; color: #333; margin: 2px 0 14px 0; }
 nav.toc { border: 1px solid #ccc; padding: 6px 14px; margin: 10px 0 18px 0; font-size: 10pt; }
 nav.toc ol { margin: 4px 0; }
 .jp-OutputArea-output { overflow: visible !important; }
+.jp-OutputArea-child { break-inside: auto !important; }
 """
-# A table wider than the printed page (A4 less margins, about 680 CSS px) is laid out to the page's
-# width in a smaller type, its cells wrapping, instead of running off the right edge.
+# A figure is never taller than a page (a taller one, kept whole, once left a blank page before it).
+# A table wider than the portrait page (A4 less margins, about 680 CSS px) first tries a smaller
+# type, then gets a landscape page of its own (about 1,010 px); one wider still is laid out to that
+# width, its cells wrapping, in a type that stays readable, instead of running off the right edge.
 FIT_TABLES_JS = """
 window.addEventListener("load", () => {
   for (const t of document.querySelectorAll("table")) {
-    if (t.scrollWidth > 680) { t.style.tableLayout = "fixed"; t.style.width = "100%"; t.style.fontSize = "6.5pt"; }
+    if (t.scrollWidth <= 680) continue;
+    t.style.fontSize = "7pt";
+    if (t.scrollWidth <= 680) continue;
+    t.style.fontSize = "";
+    (t.closest(".jp-OutputArea-output") || t.parentElement).classList.add("wide-table");
+    if (t.scrollWidth > 1010) { t.style.tableLayout = "fixed"; t.style.width = "100%"; t.style.fontSize = "7pt"; }
   }
 });
 """
@@ -137,3 +153,25 @@ def export(executed: Path, reports: Path) -> tuple[Path, Path]:
     """HTML and PDF of an executed notebook into `<reports>/html/` and `<reports>/pdf/`."""
     html_path = export_html(executed, reports / "html" / executed.with_suffix(".html").name)
     return html_path, export_pdf(html_path, reports / "pdf" / executed.with_suffix(".pdf").name)
+
+
+def _page_is_blank(png: Path) -> bool:
+    """Nothing drawn above the footer (its bottom 8%, where the page number is)."""
+    pixels = np.asarray(Image.open(png).convert("L"))
+    return bool(pixels[: int(pixels.shape[0] * 0.92)].min() >= 245)
+
+
+def page_problems(pdf: Path) -> list[str]:
+    """What a reader should not meet in an exported PDF, one line per page and problem: a Python
+    repr in the text, or a blank page (no text but its number, nothing drawn)."""
+    problems = []
+    with tempfile.TemporaryDirectory(prefix="pages-") as folder:
+        subprocess.run(["pdftoppm", "-r", "15", "-gray", "-png", str(pdf), f"{folder}/page"], check=True)
+        for number, png in enumerate(sorted(Path(folder).glob("page-*.png")), start=1):
+            text = subprocess.run(["pdftotext", "-layout", "-f", str(number), "-l", str(number), str(pdf), "-"],
+                                  capture_output=True, text=True, check=True).stdout
+            problems += [f"{pdf.name}, page {number}: a Python repr: {line.strip()[:80]}"
+                         for line in text.splitlines() if PYTHON_REPR.search(line)]
+            if not PAGE_NUMBER.sub("", text).strip() and _page_is_blank(png):
+                problems.append(f"{pdf.name}, page {number}: blank")
+    return problems
