@@ -7,6 +7,9 @@ from pathlib import Path
 
 # Class order is fixed once: label i means CLASSES[i] everywhere (arrays, metrics, figures).
 CLASSES: tuple[str, ...] = ("glioma", "meningioma", "notumor", "pituitary")
+# One seed for every bootstrap interval (evaluate, calibration, collection_scores), so an interval
+# is the same wherever it is computed.
+BOOTSTRAP_SEED = 12345
 CLASS_TITLES: dict[str, str] = {
     "glioma": "Glioma",
     "meningioma": "Meningioma",
