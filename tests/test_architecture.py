@@ -59,3 +59,14 @@ def test_the_circle_finder_finds_one():
 
 def test_no_library_module_re_exports_names_with_all():
     assert [p.name for p in LIB.rglob("*.py") if "__all__" in p.read_text() and p.name != "__init__.py"] == []
+
+
+def test_make_help_lists_every_target():
+    import re
+    import subprocess
+
+    makefile = LIB.parents[1] / "Makefile"
+    phony = re.search(r"^\.PHONY:(.*)$", makefile.read_text(), re.M).group(1).split()
+    shown = subprocess.run(["make", "--no-print-directory", "-f", str(makefile), "help"], capture_output=True,
+                           text=True, check=True, cwd=makefile.parent).stdout
+    assert [t for t in phony if t != "FORCE" and f"make {t} " not in shown] == []
