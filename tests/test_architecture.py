@@ -1,6 +1,8 @@
 """The library's shape: no import circles, and no module that re-exports another's names."""
 
 import ast
+import re
+import subprocess
 from pathlib import Path
 
 LIB = Path(__file__).resolve().parents[1] / "lib" / "braintumour"
@@ -62,9 +64,6 @@ def test_no_library_module_re_exports_names_with_all():
 
 
 def test_make_help_lists_every_target():
-    import re
-    import subprocess
-
     makefile = LIB.parents[1] / "Makefile"
     phony = re.search(r"^\.PHONY:(.*)$", makefile.read_text(), re.M).group(1).split()
     shown = subprocess.run(["make", "--no-print-directory", "-f", str(makefile), "help"], capture_output=True,

@@ -1,4 +1,4 @@
-"""Classification metrics, bootstrap confidence intervals, calibration and paired tests.
+"""Classification metrics, bootstrap confidence intervals and paired tests.
 
 Everything that scikit-learn or scipy already computes comes from them; this module only
 arranges the results into one plain dictionary per evaluation.
