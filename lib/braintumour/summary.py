@@ -149,19 +149,6 @@ def provenance(folder: Path | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["metrics file", "commit", "profile", "written at"])
 
 
-def provenance_sentence(folder: Path | None = None) -> str:
-    """`provenance` in one line: the metrics files grouped by the commit that wrote them, newest first."""
-    table = provenance(folder).sort_values("written at", ascending=False, kind="stable")
-    groups = table.groupby("commit", sort=False)["metrics file"].agg(lambda f: ", ".join(n.removesuffix(".json")
-                                                                                         for n in f))
-    if len(groups) == 0:
-        return ""
-    if len(groups) == 1:
-        return f"Every metrics file was written at commit `{groups.index[0]}`."
-    return ("Metrics files by the commit that wrote them (notebooks re-executed separately): "
-            + "; ".join(f"`{commit}`: {names}" for commit, names in groups.items()) + ".")
-
-
 def markdown_table(df: pd.DataFrame) -> str:
     """A GitHub Markdown table (pandas' to_markdown would need one more dependency)."""
     head = "| " + " | ".join(map(str, df.columns)) + " |"
@@ -200,8 +187,9 @@ def readme_block(folder: Path | None = None) -> str:
     leakage = load_metrics("leakage", folder)
     if leakage is not None:
         leaked = leakage["testing_with_near_duplicate_in_training"]["total"]
+        testing = leaked + leakage["leakage_free_testing"]["total"]
         lines.append(
-            f"Leakage: {leaked} of 1,311 Testing images have a near-duplicate in Training; a classifier "
+            f"Leakage: {leaked} of {testing:,} Testing images have a near-duplicate in Training; a classifier "
             f"on metadata alone reaches {leakage['shortcut_classifier']['test_balanced_accuracy']:.1%} "
             "balanced accuracy (chance 25%)."
         )
@@ -226,7 +214,7 @@ def readme_block(folder: Path | None = None) -> str:
     cal = load_metrics("calibration", folder)
     if cal is not None:
         lines.append(calibration_sentence(cal))
-    lines.append(provenance_sentence(folder))
+    lines.append("Which commit and profile wrote each metrics file: the provenance table of `reports/report.pdf`.")
     lines += ["", MARK_END]
     return "\n".join(lines)
 
