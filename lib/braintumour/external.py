@@ -20,7 +20,6 @@ from scipy.stats import bootstrap
 
 from braintumour import audit, data
 from braintumour.config import CLASSES
-from braintumour.config import WRITTEN_BY as WRITTEN_BY  # the saved models notebook 08 scores, in order
 from braintumour.datasets import br35h as br35h_source
 from braintumour.recipes import PARTIAL_LABEL, TrainConfig, custom_cnn_config
 from braintumour.runs import RunResult, train_or_load
