@@ -6,7 +6,7 @@ comes from seeded generators whose states are saved in the checkpoint, so an int
 resumes gives the same weights as one that never stopped.
 
 The recipe is in `recipes`, the losses in `losses`, the optimiser and step plan in `schedule`, the
-checkpoint files in `checkpoints`; the names notebooks import from here are re-exported (`__all__`).
+checkpoint files in `checkpoints`: each name is imported from the module that defines it.
 """
 
 from __future__ import annotations
