@@ -1,6 +1,8 @@
 """The functions that moved out of the notebooks into the library: fast, on small inputs shaped like the
 metrics files (reports/metrics/*.json), without the smoke chain."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -141,6 +143,19 @@ def test_show_figure_displays_the_saved_png_at_720_px(tmp_path, monkeypatch):
     monkeypatch.setattr(IPython.display, "display", shown.append)
     readable.show_figure("x")
     assert len(shown) == 1 and shown[0].width == 720 and shown[0].filename == str(tmp_path / "figures" / "x.png")
+
+
+def test_the_export_captions_every_figure_the_results_notebook_shows_as_before():
+    import nbformat
+
+    from braintumour.export import SAVED_FIGURE
+
+    assert SAVED_FIGURE.findall('readable.show_figure("gradcam_methods")\n') == ["gradcam_methods"]
+    assert SAVED_FIGURE.findall('reporting.save_figure(fig, "a")\nreporting.save_figure(plots.x(y, "t"), "b");') == [
+        "a", "b"]
+    nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "10_results.ipynb", as_version=4)
+    shown = [name for c in nb.cells if c.cell_type == "code" for name in SAVED_FIGURE.findall(c.source)]
+    assert shown[:2] == ["custom_cnn_confusion_matrix", "baselines_macro_f1"] and len(shown) == 11
 
 
 # -- summary: notebook 07's ablation rows and notebook 10's closing prose
