@@ -28,13 +28,20 @@ export REPRODUCE_T0
 .PHONY: help setup pdf-tools data test lint smoke reproduce readme-results experiments-log lab clean-reports clean-cache FORCE
 
 help:
-	@echo "make reproduce   re-execute every notebook (PROFILE=$(PROFILE)) into $(REPORTS)/"
-	@echo "make test        lint + tests (includes a smoke run of every notebook)"
-	@echo "make smoke       the whole notebook chain on a small subset, into build/smoke/reports"
-	@echo "make data        find or download the Kaggle set (DATA_URL=<zip> or Kaggle), the figshare masks and every"
-	@echo "                 collection (Br35H, BraTS slices, OASIS, OpenNeuro; <NAME>_URL=<zip> for each)"
-	@echo "make lab         JupyterLab on the project's kernel"
-	@echo "make setup       .venv with pinned packages, editable library, Jupyter kernel"
+	@echo "make reproduce        re-execute every notebook (PROFILE=$(PROFILE)) into $(REPORTS)/"
+	@echo "make test             lint + tests (includes a smoke run of every notebook)"
+	@echo "make smoke            the whole notebook chain on a small subset, into build/smoke/reports"
+	@echo "make data             find or download the Kaggle set (DATA_URL=<zip> or Kaggle), the figshare masks and every"
+	@echo "                      collection (Br35H, BraTS slices, OASIS, OpenNeuro; <NAME>_URL=<zip> for each)"
+	@echo "make lab              JupyterLab on the project's kernel"
+	@echo "make setup            .venv with pinned packages, editable library, Jupyter kernel"
+	@echo "make lint             ruff over the library, tests, notebooks, benchmarks and experiments"
+	@echo "make pdf-tools        Debian's chromium and poppler-utils, for the PDF export (installed if missing)"
+	@echo "make readme-results   the README's results block, from $(REPORTS)/metrics"
+	@echo "make experiments-log  docs/experiments.md's table of screens, from experiments/results"
+	@echo "make clean-reports    forget the executed notebooks and exports, so the next reproduce reruns every notebook"
+	@echo "make clean-cache      delete data/interim's image caches and finished runs (they retrain)"
+	@echo "make help             this list"
 
 setup: $(STAMP)
 

@@ -33,7 +33,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from braintumour.device import choose_device, describe
 from braintumour.losses import batch_loss
-from braintumour.models import build_model
+from braintumour.models import build_model, model_spec
+from braintumour.profiles import get_profile
 from braintumour.recipes import TrainConfig
 from braintumour.transforms import Augment
 
@@ -66,7 +67,10 @@ def training_step(name: str, precision: str | None, size: int, batch: int,
                   kwargs: dict) -> tuple[torch.nn.Module, Callable[[torch.nn.Module], torch.Tensor], float]:
     """A freshly built model, the loss of one real batch as a function of it, and the learning rate."""
     torch.manual_seed(0)
-    cfg = TrainConfig(model=name, model_kwargs=kwargs, image_size=size, batch_size=batch, precision=precision)
+    # One step of the model's own recipe (peak learning rate, the cpu profile's weight decay); no run length.
+    cfg = TrainConfig(model=name, model_kwargs=kwargs, image_size=size, epochs=1, batch_size=batch,
+                      lr=model_spec(name).peak_lr, weight_decay=get_profile("cpu")["weight_decay"], patience=1,
+                      seed=0, precision=precision)
     model = build_model(name, **kwargs).to(choose_device(), memory_format=torch.channels_last)
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (batch, size, size), dtype=torch.uint8, generator=gen)

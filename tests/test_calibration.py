@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 from scipy.special import softmax
+from tiny import tiny_config
 
 from braintumour import calibration, predict
 from braintumour.calibration import Calibration
+from braintumour.checkpoints import save_checkpoint
 from braintumour.config import CLASSES
 from braintumour.models import build_model
-from braintumour.train import TrainConfig, save_checkpoint
 
 
 def _overconfident(n: int = 20000, true_temperature: float = 2.5, seed: int = 0):
@@ -114,7 +115,7 @@ def test_calibration_file_round_trip_and_a_bad_one_is_named(tmp_path):
 def test_predict_applies_the_temperature_and_flags(tmp_path, real_dir):
     torch.manual_seed(0)
     path = tmp_path / "custom_cnn.pt"
-    save_checkpoint(path, build_model("custom_cnn").eval(), TrainConfig(image_size=64))
+    save_checkpoint(path, build_model("custom_cnn").eval(), tiny_config(image_size=64))
     images = [sorted((real_dir / "Testing" / c).iterdir())[0] for c in CLASSES]
     plain = predict.predict_files(images, path, progress=False).frame()
     assert plain.uncertain.isna().all() and "uncalibrated" in predict.PredictResult(model="m").provenance()

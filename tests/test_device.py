@@ -85,12 +85,13 @@ def test_the_cpu_profile_trains_float32_on_an_avx2_cpu_and_bfloat16_where_native
 
 
 def test_training_in_emulated_bfloat16_warns(machine, tiny_run_data, tmp_path):
-    from braintumour.recipes import TrainConfig
+    from tiny import tiny_config
+
     from braintumour.train import train
 
     machine(cpu_bf16=False)
     images, labels, split = tiny_run_data
-    cfg = TrainConfig(image_size=32, epochs=1, batch_size=8, precision="bf16")
+    cfg = tiny_config(image_size=32, epochs=1, batch_size=8, precision="bf16")
     with pytest.warns(UserWarning, match="without native bfloat16"):
         train(cfg, images, labels, split.train, split.val, np.ones(4), tmp_path / "run", progress=False)
 
@@ -131,14 +132,15 @@ def tiny_run_data():
 
 @NO_CUDA
 def test_cuda_trains_evaluates_and_explains_on_the_gpu(tiny_run_data, tmp_path):
+    from tiny import tiny_config
+
     from braintumour.checkpoints import reestimate_batchnorm
     from braintumour.evaluate import predict_proba
     from braintumour.explain import CamExplainer, road_scores
-    from braintumour.recipes import TrainConfig
     from braintumour.train import train
 
     images, labels, split = tiny_run_data
-    cfg = TrainConfig(image_size=32, epochs=2, batch_size=8, precision="bf16", device="cuda")
+    cfg = tiny_config(image_size=32, epochs=2, batch_size=8, precision="bf16", device="cuda")
     model, history = train(cfg, images, labels, split.train, split.val, np.ones(4), tmp_path / "run", progress=False)
     assert device.model_device(model).type == "cuda" and len(history) == 2
     reestimate_batchnorm(model, images[split.train])
@@ -154,11 +156,12 @@ def test_cuda_trains_evaluates_and_explains_on_the_gpu(tiny_run_data, tmp_path):
 
 @NO_CUDA
 def test_cuda_resume_continues_as_if_never_stopped(tiny_run_data, tmp_path):
-    from braintumour.recipes import TrainConfig
+    from tiny import tiny_config
+
     from braintumour.train import train
 
     images, labels, split = tiny_run_data
-    cfg = TrainConfig(image_size=32, epochs=3, batch_size=8, device="cuda")
+    cfg = tiny_config(image_size=32, epochs=3, batch_size=8, device="cuda")
     whole, _ = train(cfg, images, labels, split.train, split.val, np.ones(4), tmp_path / "a", progress=False)
     train(cfg, images, labels, split.train, split.val, np.ones(4), tmp_path / "b", progress=False, stop_after_epochs=1)
     resumed, _ = train(cfg, images, labels, split.train, split.val, np.ones(4), tmp_path / "b", progress=False)

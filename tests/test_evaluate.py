@@ -3,7 +3,7 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
-from braintumour import evaluate, splits
+from braintumour import calibration, evaluate, splits
 
 
 def _onehot(pred, k=4, conf=0.9):
@@ -43,7 +43,7 @@ def test_ece_hand_case():
     proba = np.array([_onehot([0], conf=0.9)[0], _onehot([1], conf=0.9)[0],
                       _onehot([2], conf=0.6)[0], _onehot([0], conf=0.6)[0]])
     # bin 0.9: acc 1, conf 0.9 -> 0.1 gap, weight 1/2; bin 0.6: acc 0.5, conf 0.6 -> 0.1, weight 1/2
-    assert evaluate.expected_calibration_error(y, proba) == pytest.approx(0.1)
+    assert calibration.ece(y, proba) == pytest.approx(0.1)
 
 
 def test_bootstrap_interval_brackets_the_estimate_and_is_deterministic():

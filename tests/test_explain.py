@@ -5,7 +5,7 @@ import torch
 
 from braintumour import explain, summary
 from braintumour.config import CAM_SCORES
-from braintumour.models import MODELS, build_model
+from braintumour.models import REGISTRY, build_model
 
 
 def _mask(size=32, box=(8, 16, 8, 16)):
@@ -69,7 +69,7 @@ def test_every_cam_method_runs_on_the_custom_cnn(method):
         _check(cam(IMAGES, np.array([0, 3])))
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_gradcam_runs_on_every_model_in_the_factory(name):
     torch.manual_seed(0)
     with explain.CamExplainer(build_model(name), "gradcam") as cam:

@@ -4,13 +4,14 @@ acquisition randomisation. Real Br35H and Kaggle files wherever the test needs d
 import numpy as np
 import pytest
 import torch
+from tiny import tiny_config
 
 from braintumour import audit, data, external
 from braintumour.config import CLASSES
 from braintumour.folds import AUDIT_IMAGE_SIZE
 from braintumour.losses import partial_label_loss
 from braintumour.randomise import Randomise
-from braintumour.recipes import PARTIAL_LABEL, TrainConfig
+from braintumour.recipes import PARTIAL_LABEL
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ def test_detection_rate_counts_every_tumour_class_and_brackets_itself():
 
 
 def test_the_partial_label_moves_probability_off_notumor_and_leaves_the_tumour_split_free():
-    cfg = TrainConfig(partial_label_weight=1.0, label_smoothing=0.0)
+    cfg = tiny_config(partial_label_weight=1.0, label_smoothing=0.0)
     w = torch.ones(4)
     logits = torch.zeros(1, 4, requires_grad=True)
     partial_label_loss(logits, torch.tensor([PARTIAL_LABEL]), w, cfg).backward()
@@ -107,7 +108,7 @@ def test_a_randomised_partial_label_run_trains_and_resumes_exactly(tmp_path):
     images = (torch.rand(40, 32, 32, generator=gen) * 255).to(torch.uint8).numpy()
     labels = np.r_[np.arange(32) % 4, np.full(8, PARTIAL_LABEL)]
     split = splits.Split(np.r_[np.arange(24), np.arange(32, 40)], np.arange(24, 32), np.arange(24, 32))
-    cfg = TrainConfig(image_size=32, epochs=3, batch_size=8, randomise={}, partial_label_weight=1.0, seed=3)
+    cfg = tiny_config(image_size=32, epochs=3, batch_size=8, randomise={}, partial_label_weight=1.0, seed=3)
     whole, history = train(cfg, images, labels, split.train, split.val, np.ones(4), tmp_path / "a", progress=False)
     train(cfg, images, labels, split.train, split.val, np.ones(4), tmp_path / "b", progress=False,
           stop_after_epochs=1)

@@ -28,12 +28,12 @@ import torch
 from conftest import cli
 from PIL import Image
 from pydicom.data import get_testdata_file
+from tiny import tiny_config
 
 from braintumour import data
 from braintumour.checkpoints import save_checkpoint
 from braintumour.config import CLASSES
 from braintumour.models import build_model
-from braintumour.recipes import TrainConfig
 
 SEED = 51
 PER_SOURCE = 120  # x 9 sources: 1,080 mutations
@@ -56,7 +56,7 @@ DICOM_FIELDS = {(0x0028, 0x0010): "US", (0x0028, 0x0011): "US", (0x0028, 0x0100)
 def model_file(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "custom_cnn.pt"
-    save_checkpoint(path, build_model("custom_cnn").eval(), TrainConfig(image_size=64))
+    save_checkpoint(path, build_model("custom_cnn").eval(), tiny_config(image_size=64))
     return path
 
 

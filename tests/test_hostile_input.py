@@ -28,12 +28,12 @@ from conftest import cli
 from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from tiny import tiny_config
 
 from braintumour import data, download, files, predict, summary
 from braintumour.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
 from braintumour.config import CLASSES, EXPECTED_COUNTS, SPLITS
 from braintumour.models import build_model
-from braintumour.recipes import TrainConfig
 from braintumour.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def model_file(tmp_path_factory) -> Path:
     """A small trained-shape checkpoint (random weights: plumbing, not accuracy)."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "custom_cnn.pt"
-    save_checkpoint(path, build_model("custom_cnn").eval(), TrainConfig(image_size=64))
+    save_checkpoint(path, build_model("custom_cnn").eval(), tiny_config(image_size=64))
     return path
 
 
@@ -163,7 +163,7 @@ class RunsCode:
 def test_a_checkpoint_that_runs_code_is_refused_and_its_code_never_runs(fmt, real_image, tmp_path, capsys):
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"
-    payload = {"config": TrainConfig().to_dict(), "model": RunsCode(marker)}
+    payload = {"config": tiny_config().to_dict(), "model": RunsCode(marker)}
     if fmt == "torch.save":
         torch.save(payload, evil)
         torch.load(evil, weights_only=False)  # the file really is hostile: the loader used before runs it
@@ -188,7 +188,7 @@ def test_a_hostile_last_pt_stops_training_before_any_code_runs(tmp_path):
     images = rng.integers(0, 255, (40, 32, 32), dtype=np.uint8)
     labels = np.arange(40) % len(CLASSES)
     with pytest.raises(CheckpointError, match="last.pt: refused"):
-        train(TrainConfig(image_size=32, epochs=1, batch_size=16), images, labels, np.arange(32), np.arange(32, 40),
+        train(tiny_config(image_size=32, epochs=1, batch_size=16), images, labels, np.arange(32), np.arange(32, 40),
               np.ones(len(CLASSES)), run_dir, progress=False)
     assert not marker.exists()
 
@@ -203,7 +203,7 @@ def test_every_committed_model_loads_without_an_allow_list():
 
 
 def test_a_checkpoint_without_image_size_is_named(real_image, tmp_path, capsys):
-    cfg = TrainConfig().to_dict()
+    cfg = tiny_config().to_dict()
     del cfg["image_size"]
     path = tmp_path / "no-size.pt"
     torch.save({"config": cfg, "model": build_model("custom_cnn").state_dict()}, path)

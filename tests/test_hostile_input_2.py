@@ -28,13 +28,13 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from test_hostile_input import one_line
+from tiny import tiny_config
 
 from braintumour import data, device, predict
 from braintumour.calibration import Calibration, calibration_path, load_calibration, save_calibration
 from braintumour.checkpoints import save_checkpoint
 from braintumour.config import CLASSES, EXPECTED_COUNTS, SPLITS
 from braintumour.models import build_model
-from braintumour.recipes import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,7 @@ def model_file(tmp_path_factory) -> Path:
     """A small trained-shape checkpoint (random weights: plumbing, not accuracy)."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "custom_cnn.pt"
-    save_checkpoint(path, build_model("custom_cnn").eval(), TrainConfig(image_size=64))
+    save_checkpoint(path, build_model("custom_cnn").eval(), tiny_config(image_size=64))
     return path
 
 
@@ -298,7 +298,7 @@ def _checkpoint(path: Path, change=None, size: int = 64, name: str = "custom_cnn
     state = build_model(name).eval().state_dict()
     if change is not None:
         change(state)
-    torch.save({"config": TrainConfig(model=name, image_size=size).to_dict(), "model": state}, path)
+    torch.save({"config": tiny_config(model=name, image_size=size).to_dict(), "model": state}, path)
     return path
 
 

@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import model_record
+from tiny import tiny_config
 
 from braintumour import audit, data, folds
 from braintumour.explain import CamExplainer
 from braintumour.losses import mask_alignment_loss, tumour_coverage
 from braintumour.models import build_model, target_layer
-from braintumour.recipes import TrainConfig
 from braintumour.train import train
 from braintumour.transforms import Augment
 
@@ -93,7 +93,7 @@ def test_the_guided_training_step_adds_the_mask_term_for_images_with_a_mask(monk
     calls = []
     real = losses.mask_alignment_loss
     monkeypatch.setattr(losses, "mask_alignment_loss", lambda *a: calls.append(len(a[0])) or real(*a))
-    cfg = TrainConfig(model="custom_cnn_guided", image_size=32, mask_weight=1.0)
+    cfg = tiny_config(model="custom_cnn_guided", image_size=32, mask_weight=1.0)
     gen = torch.Generator().manual_seed(0)
     loss = losses.batch_loss(build_model("custom_cnn_guided"), cfg, Augment(), x, y, masks, torch.ones(4), gen)
     assert calls == [2] and torch.isfinite(loss)
@@ -137,7 +137,7 @@ def test_mask_guided_training_runs_and_needs_masks(tmp_path):
     labels = np.repeat(np.arange(4), 10)
     masks = np.zeros((32, 32, 32), np.uint8)
     masks[:16, 8:20, 8:20] = 1
-    cfg = TrainConfig(model="custom_cnn_guided", image_size=32, epochs=2, batch_size=8, mask_weight=1.0, seed=1)
+    cfg = tiny_config(model="custom_cnn_guided", image_size=32, epochs=2, batch_size=8, mask_weight=1.0, seed=1)
     train_idx, val_idx = np.arange(32), np.arange(32, 40)
     model, history = train(cfg, images, labels, train_idx, val_idx, np.ones(4), tmp_path / "run", progress=False,
                            train_masks=masks)

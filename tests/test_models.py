@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from braintumour.models import (
-    MODELS,
+    MODEL_TITLES,
+    REGISTRY,
     BrainTumourCNN,
     build_model,
     count_parameters,
@@ -104,7 +105,7 @@ def test_unknown_model_name_lists_known_ones():
 
 
 def test_target_layer_for_every_model_in_the_factory():
-    for name in MODELS:
+    for name in REGISTRY:
         model = build_model(name)
         layer = target_layer(model)
         assert any(layer is m for m in model.modules())
@@ -137,3 +138,73 @@ def test_multiply_adds_of_the_custom_cnn_grow_with_the_image_area():
     small, large = multiply_adds(model, 64), multiply_adds(model, 128)
     assert 90e6 < large < 110e6  # the docstring's "about 100 M multiply-adds at 128 px"
     assert large == pytest.approx(4 * small, rel=0.01)
+
+
+def test_display_titles_are_the_ones_the_reports_show():
+    # Pinned: tables and sentences in reports/ show these; the registry and `models.VARIANTS` give them.
+    assert dict(MODEL_TITLES) == {
+        "custom_cnn": "Custom CNN (ours)",
+        "custom_cnn_refit": "Custom CNN, refit on Training + validation",
+        "custom_cnn_guided": "Mask-guided custom CNN",
+        "custom_cnn_external": "Custom CNN + Br35H partial labels (notebook 08)",
+        "custom_cnn_generalised": "Custom CNN, generalised recipe (notebook 11)",
+        "lenet5": "LeNet-5",
+        "alexnet": "AlexNet",
+        "vgg16_bn": "VGG-16 (BN)",
+        "resnet50": "ResNet-50",
+        "vgg16_bn_imagenet": "VGG-16 (BN), ImageNet weights",
+        "resnet50_imagenet": "ResNet-50, ImageNet weights",
+        "custom_cnn_imagenet": "Custom CNN (ours), ImageNet weights",
+        "custom_cnn_guided_imagenet": "Mask-guided custom CNN, ImageNet weights",
+        "lenet5_imagenet": "LeNet-5, ImageNet weights",
+        "alexnet_imagenet": "AlexNet, ImageNet weights",
+        "randomised": "(a) custom CNN, acquisition-randomised",
+        "partial_label": "(b) custom CNN + Br35H partial labels",
+    }
+    # the saved models, in the order notebooks 08 and 11 score them; and who writes each
+    assert list(REGISTRY) == ["custom_cnn", "custom_cnn_guided", "lenet5", "alexnet", "vgg16_bn", "resnet50"]
+    assert {n: s.written_by for n, s in REGISTRY.items()} == {"custom_cnn": "03", "custom_cnn_guided": "07",
+                                                              "lenet5": "04", "alexnet": "04", "vgg16_bn": "04",
+                                                              "resnet50": "04"}
+    assert {n: s.peak_lr for n, s in REGISTRY.items() if s.peak_lr != 3e-3} == {"alexnet": 5e-4}
+
+
+def test_a_model_registered_in_one_place_trains_with_the_projects_loop(tmp_path):
+    """Adding a model is one registration and its profile's run lengths: nothing else to edit."""
+    import numpy as np
+    from torch import nn
+
+    from braintumour import models
+    from braintumour.checkpoints import SavedModelMissing, saved_model
+    from braintumour.profiles import steps_for
+    from braintumour.recipes import baseline_config
+    from braintumour.train import train
+
+    @models.register_model("toy_cnn", target_layer=lambda m: m.conv, title="Toy CNN", peak_lr=1e-3, written_by="99")
+    class ToyCNN(nn.Module):
+        def __init__(self, num_classes: int = 4) -> None:
+            super().__init__()
+            self.conv = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.conv(x))
+
+    try:
+        params = get_profile("smoke", image_size=16, batch_size=8, epochs=1)
+        params["baseline_steps"] = {**params["baseline_steps"], "toy_cnn": 1}
+        cfg = baseline_config(params, "toy_cnn", seed=0, max_steps=steps_for(params, "baseline_steps", "toy_cnn"))
+        assert cfg.lr == 1e-3
+        rng = np.random.default_rng(0)
+        images = rng.integers(0, 256, (24, 16, 16), dtype=np.uint8)
+        labels = np.arange(24) % 4
+        model, history = train(cfg, images, labels, np.arange(16), np.arange(16, 24), np.ones(4, np.float32),
+                               tmp_path, progress=False)
+        assert isinstance(model, ToyCNN) and history.steps.tolist() == [1]
+        assert models.target_layer(model) is model.conv
+        assert MODEL_TITLES["toy_cnn"] == "Toy CNN" and models.written_by("toy_cnn") == "99"
+        with pytest.raises(SavedModelMissing, match="re-execute notebook 99"):
+            saved_model("toy_cnn")
+    finally:
+        models.REGISTRY.pop("toy_cnn", None)
+    assert "toy_cnn" not in MODEL_TITLES

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 from nonbrain import nonbrain_images
+from tiny import tiny_config
 
 from braintumour import data, inputcheck, ood, predict, splits
 from braintumour.checkpoints import load_checkpoint, save_checkpoint
 from braintumour.models import build_model
-from braintumour.recipes import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "reports" / "models"
@@ -93,7 +93,7 @@ def test_a_bad_sidecar_is_named_not_used(tmp_path, fault):
 
 def test_a_detector_for_other_features_is_refused(tmp_path):
     path = tmp_path / "custom_cnn.pt"
-    save_checkpoint(path, build_model("custom_cnn").eval(), TrainConfig(image_size=64))
+    save_checkpoint(path, build_model("custom_cnn").eval(), tiny_config(image_size=64))
     model, _ = load_checkpoint(path)
     with pytest.raises(ood.OodFileError, match="fitted on 8 features, the model gives 128"):
         ood.check_model(_detector(8), model, path)
@@ -144,7 +144,7 @@ def test_every_non_brain_input_is_refused_or_flagged(kind, nonbrain, dataset):
     model; none gets a class without a flag. What caught each one is in the failure message."""
     _committed(predict.default_model().stem, dataset)
     paths = nonbrain[kind]
-    result = predict.predict_files(list(paths.values()), progress=False)
+    result = predict.predict_files(list(paths.values()), predict.default_model(), progress=False)
     refused = {n for n, p in paths.items() if any(e.startswith(f"{p}: refused, not a brain MRI slice") for e in
                                                   result.errors)}
     flagged = {n for n, p in paths.items() for r in result.rows if r["path"] == str(p) and r["unfamiliar"]}

@@ -16,13 +16,13 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from tiny import tiny_config
 
 from braintumour import data, predict
 from braintumour.checkpoints import load_checkpoint, save_checkpoint
 from braintumour.config import CLASSES
 from braintumour.evaluate import predict_proba
 from braintumour.models import build_model
-from braintumour.recipes import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ def model_file(tmp_path_factory):
     """A small trained-shape checkpoint (random weights: these tests check plumbing, not accuracy)."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "custom_cnn.pt"
-    save_checkpoint(path, build_model("custom_cnn").eval(), TrainConfig(image_size=64))
+    save_checkpoint(path, build_model("custom_cnn").eval(), tiny_config(image_size=64))
     return path
 
 
@@ -136,7 +136,7 @@ def test_missing_corrupt_and_foreign_model_files(real_images, tmp_path, capsys):
     rc, _, err = cli(capsys, "predict", real_images[0], "--model", junk)
     assert rc == 2 and "junk.pt" in err
     other = tmp_path / "other.pt"
-    torch.save({"config": TrainConfig().to_dict(), "model": build_model("custom_cnn", width=16).state_dict()}, other)
+    torch.save({"config": tiny_config().to_dict(), "model": build_model("custom_cnn", width=16).state_dict()}, other)
     rc, _, err = cli(capsys, "predict", real_images[0], "--model", other)
     assert rc == 2 and "other.pt: not a usable model checkpoint" in err
 

@@ -22,8 +22,7 @@ from sklearn.metrics import brier_score_loss, log_loss
 from torchmetrics.functional.classification import binary_calibration_error, multiclass_calibration_error
 
 from braintumour import files
-from braintumour.config import CLASSES
-from braintumour.evaluate import BOOTSTRAP_SEED
+from braintumour.config import BOOTSTRAP_SEED, CLASSES
 
 N_BINS = 15
 MAX_VALIDATION_RISK = 0.005  # the error a flagged-free prediction may carry on validation
@@ -53,6 +52,24 @@ def ece(y: np.ndarray, proba: np.ndarray, n_bins: int = N_BINS) -> float:
     proba = np.clip(proba, 0.0, 1.0)
     return float(multiclass_calibration_error(torch.as_tensor(proba, dtype=torch.float64), torch.as_tensor(y),
                                               num_classes=proba.shape[1], n_bins=n_bins, norm="l1"))
+
+
+def reliability_curve(y_true: np.ndarray, proba: np.ndarray, n_bins: int = N_BINS) -> dict[str, list[float]]:
+    """Per-bin mean confidence, accuracy and count, for a reliability diagram."""
+    conf = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+    out: dict[str, list[float]] = {"confidence": [], "accuracy": [], "count": [], "bin_lower": [], "bin_upper": []}
+    for b in range(n_bins):
+        sel = bins == b
+        if sel.any():
+            out["confidence"].append(float(conf[sel].mean()))
+            out["accuracy"].append(float(correct[sel].mean()))
+            out["count"].append(int(sel.sum()))
+            out["bin_lower"].append(float(edges[b]))
+            out["bin_upper"].append(float(edges[b + 1]))
+    return out
 
 
 def classwise_ece(y: np.ndarray, proba: np.ndarray, n_bins: int = N_BINS) -> float:

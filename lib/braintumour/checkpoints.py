@@ -1,5 +1,6 @@
-"""Checkpoint files: the one reader (`--model`, `best.pt`, `last.pt`, cached pretrained weights), the
-model checkpoint's writer and loader, and BatchNorm re-estimation on a loaded model.
+"""Checkpoint files: where a saved model lives (`model_file`, `saved_model`), the one reader (`--model`,
+`best.pt`, `last.pt`, cached pretrained weights), the model checkpoint's writer and loader, and BatchNorm
+re-estimation on a loaded model.
 
 A `.pt` file is a pickle, and unpickling an arbitrary file can run arbitrary code (a `__reduce__`
 that calls `os.system`, say). So every checkpoint is read with `torch.load(weights_only=True)`:
@@ -26,8 +27,9 @@ import torch
 from torch.optim.swa_utils import update_bn
 
 from braintumour import files
+from braintumour.config import reports_dir
 from braintumour.device import choose_device, model_device
-from braintumour.models import build_architecture
+from braintumour.models import build_architecture, written_by
 from braintumour.transforms import to_input
 
 if TYPE_CHECKING:
@@ -42,6 +44,33 @@ IMAGE_SIZES = (8, 512)
 
 class CheckpointError(ValueError):
     """A model file is missing, unreadable, or does not match its architecture."""
+
+
+class SavedModelMissing(CheckpointError):
+    """A saved model (reports/models/<name>.pt) is not there; the message names the notebook that writes it."""
+
+
+def model_file(name: str) -> Path:
+    """Where model `name` (a registered model or a variant, `models.REGISTRY` / `models.VARIANTS`) is
+    saved: reports/models/<name>.pt, whether or not it is there yet (what a notebook writes to)."""
+    return reports_dir() / "models" / f"{name}.pt"
+
+
+def saved_model(name: str, data_fingerprint: str | None = None) -> Path:
+    """The saved model `name`, checked to be there: `SavedModelMissing` otherwise, saying which notebook to
+    re-execute. With `data_fingerprint`, the checkpoint's own must match it (CheckpointError if not: it was
+    trained on other data)."""
+    path = model_file(name)
+    if not path.is_file():
+        notebook = written_by(name)
+        again = f"re-execute notebook {notebook}" if notebook else "no notebook writes it"
+        raise SavedModelMissing(f"{path} is not there ({again}, or make reproduce)")
+    if data_fingerprint is not None:
+        found = read_checkpoint(path).get("data_fingerprint")
+        if found != data_fingerprint:
+            raise CheckpointError(f"{path} was trained on other data (fingerprint {found}, not {data_fingerprint}); "
+                                  f"re-execute notebook {written_by(name)}")
+    return path
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -11,11 +11,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from braintumour.config import CLASSES
+from braintumour.config import BOOTSTRAP_SEED, CLASSES
 
 NOTUMOR = CLASSES.index("notumor")
 RESAMPLES = 2000
-BOOTSTRAP_SEED = 12345
 
 
 def _group_resamples(groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

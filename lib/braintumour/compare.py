@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from braintumour.config import MODEL_TITLES
+from braintumour.models import MODEL_TITLES
 from braintumour.record import ModelRecord
 from braintumour.summary import LITERATURE, seed_mean
 

@@ -7,33 +7,17 @@ from pathlib import Path
 
 # Class order is fixed once: label i means CLASSES[i] everywhere (arrays, metrics, figures).
 CLASSES: tuple[str, ...] = ("glioma", "meningioma", "notumor", "pituitary")
+# One seed for every bootstrap interval (evaluate, calibration, collection_scores), so an interval
+# is the same wherever it is computed.
+BOOTSTRAP_SEED = 12345
 CLASS_TITLES: dict[str, str] = {
     "glioma": "Glioma",
     "meningioma": "Meningioma",
     "notumor": "No tumour",
     "pituitary": "Pituitary",
 }
-# Metrics files and records key models, variants and groups by these ids; tables and sentences show
-# the titles, looked up here when they are drawn.
-MODEL_TITLES: dict[str, str] = {
-    "custom_cnn": "Custom CNN (ours)",
-    "custom_cnn_refit": "Custom CNN, refit on Training + validation",
-    "custom_cnn_guided": "Mask-guided custom CNN",
-    "custom_cnn_external": "Custom CNN + Br35H partial labels (notebook 08)",
-    "custom_cnn_generalised": "Custom CNN, generalised recipe (notebook 11)",
-    "lenet5": "LeNet-5",
-    "alexnet": "AlexNet",
-    "vgg16_bn": "VGG-16 (BN)",
-    "resnet50": "ResNet-50",
-    "vgg16_bn_imagenet": "VGG-16 (BN), ImageNet weights",
-    "resnet50_imagenet": "ResNet-50, ImageNet weights",
-    "randomised": "(a) custom CNN, acquisition-randomised",
-    "partial_label": "(b) custom CNN + Br35H partial labels",
-}
+# Model titles, and the notebook that saves each model: `models.REGISTRY` (one `ModelSpec` per architecture).
 BASELINES: tuple[str, ...] = ("vgg16_bn", "resnet50", "alexnet", "lenet5")  # notebook 04's, in table order
-# The notebook that writes each saved model and its metrics: what an error says to re-execute.
-WRITTEN_BY: dict[str, str] = {"custom_cnn": "03", "custom_cnn_guided": "07", "lenet5": "04", "alexnet": "04",
-                              "vgg16_bn": "04", "resnet50": "04"}
 SOURCE_GROUP_TITLES: dict[str, str] = {"size_512": "512 x 512", "other_size": "other size"}
 # Notebook 07's ablation rows and the held-out subsets of the patient-disjoint folds.
 GUIDED_VARIANT_TITLES: dict[str, str] = {"plain": "plain custom CNN (notebook 03/05)",
@@ -45,8 +29,6 @@ HELD_OUT_TITLES: dict[str, str] = {"unseen_folds": "unseen-patient folds", "offi
 CAM_SOURCE_TITLES: dict[str, str] = {"custom_cnn": "custom CNN", "centred_blob": "centred blob"}
 # A heatmap's scores against an expert mask (explain.score_heatmaps), in table order.
 CAM_SCORES: tuple[str, ...] = ("pointing", "energy", "iou")
-# Notebook 05's heatmap rows: every model, and the centred blob that ignores the image.
-CAM_TITLES: dict[str, str] = MODEL_TITLES | {"centred_blob": CAM_SOURCE_TITLES["centred_blob"]}
 # Where a heatmap's mass goes (explain.energy_by_region).
 REGION_TITLES: dict[str, str] = {"tumour": "tumour", "other_head": "other head", "outside_head": "outside head",
                                  "border_band": "border band", "empty_maps": "empty maps"}

@@ -1,4 +1,4 @@
-"""Classification metrics, bootstrap confidence intervals, calibration and paired tests.
+"""Classification metrics, bootstrap confidence intervals and paired tests.
 
 Everything that scikit-learn or scipy already computes comes from them; this module only
 arranges the results into one plain dictionary per evaluation.
@@ -20,12 +20,12 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from braintumour.config import CLASSES
+from braintumour.calibration import N_BINS, ece
+from braintumour.config import BOOTSTRAP_SEED, CLASSES
 from braintumour.device import model_device
 from braintumour.transforms import to_input
 
 N_BOOTSTRAP = 2000
-BOOTSTRAP_SEED = 12345
 
 
 @torch.no_grad()
@@ -66,31 +66,6 @@ def images_per_second(
         predict_proba(model, images, batch_size)
         rates.append(len(images) / (time.perf_counter() - t0))
     return float(np.median(rates))
-
-
-def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, n_bins: int = 15) -> float:
-    """ECE of the top-class confidence with equal-width bins (Guo et al., 2017), torchmetrics'."""
-    from braintumour.calibration import ece
-
-    return ece(y_true, proba, n_bins)
-
-
-def reliability_curve(y_true: np.ndarray, proba: np.ndarray, n_bins: int = 15) -> dict[str, list[float]]:
-    """Per-bin mean confidence, accuracy and count, for a reliability diagram."""
-    conf = proba.max(axis=1)
-    correct = proba.argmax(axis=1) == y_true
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    bins = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
-    out: dict[str, list[float]] = {"confidence": [], "accuracy": [], "count": [], "bin_lower": [], "bin_upper": []}
-    for b in range(n_bins):
-        sel = bins == b
-        if sel.any():
-            out["confidence"].append(float(conf[sel].mean()))
-            out["accuracy"].append(float(correct[sel].mean()))
-            out["count"].append(int(sel.sum()))
-            out["bin_lower"].append(float(edges[b]))
-            out["bin_upper"].append(float(edges[b + 1]))
-    return out
 
 
 def _headline(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -154,7 +129,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, *, with_ci: bo
         "roc_auc_ovr": auc,
         "roc_auc_macro": float(np.mean(list(auc.values()))) if auc else float("nan"),
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
-        "ece": expected_calibration_error(y_true, proba),
+        "ece": ece(y_true, proba, N_BINS),
         "errors": int((y_pred != y_true).sum()),
     }
     if with_ci:

@@ -249,6 +249,53 @@ def summarise_scores(scores: pd.DataFrame, class_names: np.ndarray) -> dict:
     return out
 
 
+def positions_in(subset: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Positions of `rows` (sorted, all in `subset`) within arrays computed on `subset`, such as a
+    model's heatmaps of a subset of the masked images."""
+    return np.searchsorted(subset, rows)
+
+
+def scores_on(maps: np.ndarray, masks: np.ndarray, class_names: np.ndarray) -> dict:
+    """Scores of these heatmaps against their masks (`score_heatmaps`), summarised overall and per class."""
+    return summarise_scores(score_heatmaps(maps, masks), class_names)
+
+
+def blob_scores(blob: np.ndarray, masks: np.ndarray, class_names: np.ndarray) -> dict:
+    """The centred blob's scores on these masks (`scores_on`): the baseline that ignores the image."""
+    return scores_on(np.repeat(blob[None], len(masks), axis=0), masks, class_names)
+
+
+def gradcam_scores(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, masks: np.ndarray,
+                   class_names: np.ndarray) -> tuple[dict, np.ndarray]:
+    """Grad-CAM (true class) on masked images, scored against their masks as in notebook 05: the
+    summary (`scores_on`) and the heatmaps."""
+    with CamExplainer(model, "gradcam") as cam:
+        maps = cam(images, labels)
+    return scores_on(maps, masks, class_names), maps
+
+
+def gradcam_and_blob_scores(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, masks: np.ndarray,
+                            rows: np.ndarray, class_names: np.ndarray, blob: np.ndarray) -> pd.DataFrame:
+    """Per-image scores of the model's Grad-CAM (true class, `source` "custom_cnn") and of the centred
+    blob (`source` "centred_blob") against the masks, each with its image's `row` and `class_name`."""
+    with CamExplainer(model, "gradcam") as cam:
+        maps = cam(images, labels)
+    model_scores = score_heatmaps(maps, masks).assign(source="custom_cnn")
+    blob_frame = score_heatmaps(np.repeat(blob[None], len(rows), axis=0), masks).assign(source="centred_blob")
+    both = pd.concat([model_scores, blob_frame], ignore_index=True)
+    return both.assign(row=np.tile(rows, 2), class_name=np.tile(class_names, 2))
+
+
+def mean_cam_scores(cams: dict) -> dict:
+    """Mean over seeds of each score's overall mean; `cams`: seed -> (`gradcam_scores` summary, maps)."""
+    return {k: float(np.mean([c["all"][k]["mean"] for c, _ in cams.values()])) for k in ("pointing", "energy", "iou")}
+
+
+def mean_blank_share(cams: dict) -> float:
+    """Mean over seeds of the share of blank heatmaps; `cams`: seed -> (summary, maps)."""
+    return float(np.mean([blank_share(maps) for _, maps in cams.values()]))
+
+
 def road_scores(
     model: torch.nn.Module,
     images: np.ndarray,

@@ -28,8 +28,8 @@ PYTHON_REPR = re.compile(r"\{'|\['|\[\(|array\(|dtype=")
 PAGE_NUMBER = re.compile(r"^\s*\d+ / \d+\s*$", re.M)
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # A figure a cell saves (`reporting.save_figure(fig, "name")`) or shows (the results notebook's
-# `figure("name")`): the name is the call's last argument, a plain string.
-SAVED_FIGURE = re.compile(r"""(?:save_figure\(|(?<![\w.])figure\()[^;]*?["']([\w.-]+)["']\s*\)\s*;?[ \t]*$""", re.M)
+# `readable.show_figure("name")`): the name is the call's last argument, a plain string.
+SAVED_FIGURE = re.compile(r"""(?:save_figure\(|show_figure\()[^;]*?["']([\w.-]+)["']\s*\)\s*;?[ \t]*$""", re.M)
 # Page margins with the page number in the footer (CSS page-margin boxes, Chromium 131 and later);
 # tables shrink and wrap rather than run off the page. An output may break across pages: JupyterLab's
 # print style keeps each whole, which left a blank page wherever one was taller than what remained.

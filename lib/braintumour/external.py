@@ -11,6 +11,7 @@ No code here depends on how many images the copy holds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,6 @@ from scipy.stats import bootstrap
 
 from braintumour import audit, data
 from braintumour.config import CLASSES
-from braintumour.config import WRITTEN_BY as WRITTEN_BY  # the saved models notebook 08 scores, in order
 from braintumour.datasets import br35h as br35h_source
 from braintumour.recipes import PARTIAL_LABEL, TrainConfig, custom_cnn_config
 from braintumour.runs import RunResult, train_or_load
@@ -287,3 +287,8 @@ def choose_variant(per_seed: dict[str, dict[int, dict]], plain_validation_accura
     eligible = [v for v in per_seed if mean(v, lambda r: r["validation_accuracy"]) >= plain_validation_accuracy
                 - tolerance] or list(per_seed)
     return max(eligible, key=lambda v: mean(v, lambda r: r["external_tune"]["detected"]))
+
+
+def mean_over_seeds(per_seed: dict[int, dict], key: Callable[[dict], float]) -> float:
+    """Mean over a variant's seeds of one score of `scores`' results, `key` picking it from a seed's."""
+    return float(np.mean([key(r) for r in per_seed.values()]))

@@ -68,12 +68,12 @@ def predict_models_flags(sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict
     (`ood.fit_for_model`, as `python -m braintumour ood-fit` does)."""
     from pathlib import Path
 
+    from braintumour.checkpoints import model_file
     from braintumour.ood import fit_for_model, load_detector
     from braintumour.predict import DEFAULT_MODELS
-    from braintumour.shipped import model_path
 
     out = {}
-    for path in (model_path(Path(p).stem) for p in DEFAULT_MODELS):
+    for path in (model_file(Path(p).stem) for p in DEFAULT_MODELS):
         if not path.is_file():
             continue
         if load_detector(path) is None:

@@ -20,7 +20,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold
 
-from braintumour import audit
+from braintumour import audit, evaluate
 from braintumour.splits import Split
 
 FOLD_SEED = 20241105
@@ -146,3 +146,10 @@ def _limit_groups(labels: np.ndarray, groups: np.ndarray, per_class_limit: int, 
             keep.extend(members)
             counts[c] += len(members)
     return np.sort(np.asarray(keep))
+
+
+def over_folds(scores: dict[tuple[str, str, str], dict], name: str, subset: str) -> dict:
+    """Mean ± sd over the patient-disjoint folds (every split but "official") of each headline metric,
+    for one model and subset; `scores`: (model, split, subset) -> `evaluate.headline_present`."""
+    per_fold = [v for (n, k, s), v in scores.items() if n == name and s == subset and k != "official"]
+    return {m: evaluate.mean_sd([v[m] for v in per_fold]) for m in evaluate.HEADLINE}

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from braintumour.config import CLASSES, COLLECTION_TITLES, MODEL_TITLES
+from braintumour.config import CLASSES, COLLECTION_TITLES
+from braintumour.models import MODEL_TITLES
 
 # The measure each collection is scored by (its images hold one label), and the targets of issue #48.
 MEASURE = {"brats": "detected", "br35h": "detected", "oasis": "specificity", "openneuro": "specificity"}

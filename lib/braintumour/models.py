@@ -1,14 +1,132 @@
-"""Models: our custom CNN and one factory, `build_model(name, ...)`, that later baselines extend."""
+"""Models: our custom CNN, the baselines, and the registry that holds one `ModelSpec` per architecture.
+
+Each architecture is registered once, where it is defined (`@register_model`): its builder, its Grad-CAM
+target layer, its display title, its peak learning rate and the notebook that saves it. Adding a model is
+that registration plus its run lengths in the profiles (`baseline_steps` / `fold_steps`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from braintumour.config import CLASSES
+from braintumour.config import CAM_SOURCE_TITLES, CLASSES
+
+ModelBuilder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One architecture: everything the rest of the compendium needs to know about it, in one place.
+
+    - `build`: the constructor (keyword arguments from `TrainConfig.model_kwargs`);
+    - `target_layer`: the Grad-CAM target layer of a built model (`target_layer`);
+    - `title`: how tables and sentences name it;
+    - `peak_lr`: AdamW's peak learning rate in its recipe (`recipes`);
+    - `written_by`: the notebook that saves it as reports/models/<name>.pt, what an error says to re-execute.
+    """
+
+    name: str
+    build: ModelBuilder
+    target_layer: Callable[[nn.Module], nn.Module]
+    title: str
+    peak_lr: float
+    written_by: str
+
+
+# Every architecture by id, in registration order (the order notebooks 08 and 11 score the saved models in).
+REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, *, target_layer: Callable[[nn.Module], nn.Module], title: str, peak_lr: float,
+                   written_by: str) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator: register the decorated builder (a class or a function) as architecture `name`."""
+
+    def register(build: ModelBuilder) -> ModelBuilder:
+        if name in REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        REGISTRY[name] = ModelSpec(name, build, target_layer, title, peak_lr, written_by)
+        return build
+
+    return register
+
+
+def model_spec(name: str) -> ModelSpec:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """A row that is not an architecture of its own: a registered model trained another way."""
+
+    title: str
+    written_by: str | None = None  # the notebook that saves it under reports/models, if one does
+
+
+# Metrics files and records key models, variants and groups by these ids; tables and sentences show the
+# titles (`MODEL_TITLES`). A baseline fine-tuned from ImageNet weights is "<name>_imagenet", titled after it.
+VARIANTS: dict[str, VariantSpec] = {
+    "custom_cnn_refit": VariantSpec("Custom CNN, refit on Training + validation"),
+    "custom_cnn_external": VariantSpec("Custom CNN + Br35H partial labels (notebook 08)", "08"),
+    "custom_cnn_generalised": VariantSpec("Custom CNN, generalised recipe (notebook 11)", "11"),
+    "randomised": VariantSpec("(a) custom CNN, acquisition-randomised"),
+    "partial_label": VariantSpec("(b) custom CNN + Br35H partial labels"),
+}
+IMAGENET_SUFFIX = "_imagenet"
+
+
+def title(name: str) -> str:
+    """The display title of a registered model, a variant, or a baseline with ImageNet weights."""
+    if name in REGISTRY:
+        return REGISTRY[name].title
+    if name in VARIANTS:
+        return VARIANTS[name].title
+    base = name.removesuffix(IMAGENET_SUFFIX)
+    if base != name and base in REGISTRY:
+        return f"{REGISTRY[base].title}, ImageNet weights"
+    raise KeyError(name)
+
+
+def written_by(name: str) -> str | None:
+    """The notebook that saves model `name` (a registered model, a variant or an ImageNet baseline); None
+    for a row no notebook saves."""
+    base = name.removesuffix(IMAGENET_SUFFIX)
+    if base in REGISTRY:
+        return REGISTRY[base].written_by
+    return VARIANTS[name].written_by if name in VARIANTS else None
+
+
+class Titles(Mapping[str, str]):
+    """Titles by id, read from the registry when looked up (`title`), with `extra` ids on top."""
+
+    def __init__(self, extra: Mapping[str, str] | None = None) -> None:
+        self._extra = dict(extra or {})
+
+    def __getitem__(self, name: str) -> str:
+        return self._extra[name] if name in self._extra else title(name)
+
+    def _names(self) -> list[str]:
+        imagenet = [n + IMAGENET_SUFFIX for n in REGISTRY]
+        return list(dict.fromkeys([*REGISTRY, *VARIANTS, *imagenet, *self._extra]))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __or__(self, other: Mapping[str, str]) -> dict[str, str]:
+        return dict(self) | dict(other)
+
+
+MODEL_TITLES = Titles()
+# Notebook 05's heatmap rows: every model, and the centred blob that ignores the image.
+CAM_TITLES = Titles({"centred_blob": CAM_SOURCE_TITLES["centred_blob"]})
 
 
 def conv_bn(c_in: int, c_out: int, stride: int = 1, kernel: int = 3) -> nn.Sequential:
@@ -48,6 +166,8 @@ class ResidualBlock(nn.Module):
         return self.act(x + self.body(x))
 
 
+@register_model("custom_cnn", target_layer=lambda m: m.stage4[-1], title="Custom CNN (ours)", peak_lr=3e-3,
+                written_by="03")
 class BrainTumourCNN(nn.Module):
     """Compact residual CNN for 1-channel MRI slices, designed for a 2-core CPU.
 
@@ -99,6 +219,8 @@ class BrainTumourCNN(nn.Module):
         return self.head(self.pool(self.features(x)))
 
 
+@register_model("custom_cnn_guided", target_layer=lambda m: m.fuse, title="Mask-guided custom CNN", peak_lr=3e-3,
+                written_by="07")
 class MaskGuidedCNN(BrainTumourCNN):
     """The custom CNN's backbone with a head built so that Grad-CAM can be trained to find the tumour.
 
@@ -151,6 +273,7 @@ class MaskGuidedCNN(BrainTumourCNN):
         return self.logits_and_maps(x)[0]
 
 
+@register_model("lenet5", target_layer=lambda m: m.features[4], title="LeNet-5", peak_lr=3e-3, written_by="04")
 class LeNet5(nn.Module):
     """LeNet-5 (LeCun et al., 1998) for one-channel input: two 5x5 conv/average-pool stages and
     three dense layers. An adaptive pool in front of the dense layers lets it take any input size
@@ -215,37 +338,33 @@ def _torchvision(name: str, pretrained: bool, num_classes: int) -> nn.Module:
     return model
 
 
-def vgg16_bn(pretrained: bool = False, num_classes: int = len(CLASSES)) -> nn.Module:
-    """torchvision's VGG-16 with batch norm, one input channel, four classes."""
-    return _torchvision("vgg16_bn", pretrained, num_classes)
-
-
-def resnet50(pretrained: bool = False, num_classes: int = len(CLASSES)) -> nn.Module:
-    """torchvision's ResNet-50, one input channel, four classes."""
-    return _torchvision("resnet50", pretrained, num_classes)
-
-
+# AlexNet has no normalisation layers and gets 5e-4, the usual Adam rate for such nets; every other
+# architecture here is batch-normalised (or, LeNet-5, tiny) and trains at 3e-3 from scratch.
+@register_model("alexnet", target_layer=lambda m: m.features[-2], title="AlexNet", peak_lr=5e-4, written_by="04")
 def alexnet(pretrained: bool = False, num_classes: int = len(CLASSES)) -> nn.Module:
     """torchvision's AlexNet, one input channel, four classes."""
     return _torchvision("alexnet", pretrained, num_classes)
 
 
-ModelBuilder = Callable[..., nn.Module]
-MODELS: dict[str, ModelBuilder] = {
-    "custom_cnn": BrainTumourCNN,
-    "custom_cnn_guided": MaskGuidedCNN,
-    "vgg16_bn": vgg16_bn,
-    "resnet50": resnet50,
-    "lenet5": LeNet5,
-    "alexnet": alexnet,
-}
+@register_model("vgg16_bn", target_layer=lambda m: m.features[-2], title="VGG-16 (BN)", peak_lr=3e-3,
+                written_by="04")
+def vgg16_bn(pretrained: bool = False, num_classes: int = len(CLASSES)) -> nn.Module:
+    """torchvision's VGG-16 with batch norm, one input channel, four classes."""
+    return _torchvision("vgg16_bn", pretrained, num_classes)
+
+
+@register_model("resnet50", target_layer=lambda m: m.layer4[-1], title="ResNet-50", peak_lr=3e-3, written_by="04")
+def resnet50(pretrained: bool = False, num_classes: int = len(CLASSES)) -> nn.Module:
+    """torchvision's ResNet-50, one input channel, four classes."""
+    return _torchvision("resnet50", pretrained, num_classes)
 
 
 def build_model(name: str, **kwargs) -> nn.Module:
-    """Build a model by name; keyword arguments go to its constructor."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
-    return MODELS[name](**kwargs)
+    """Build a registered model by name; keyword arguments go to its constructor. The model remembers its
+    name (`target_layer` looks its spec up by it)."""
+    model = model_spec(name).build(**kwargs)
+    model.registered_name = name
+    return model
 
 
 def build_architecture(name: str, **kwargs) -> nn.Module:
@@ -262,7 +381,7 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def target_layer(model: nn.Module) -> nn.Module:
-    """The Grad-CAM target layer of each architecture, chosen here and nowhere else.
+    """The Grad-CAM target layer of a model, as its `ModelSpec` says (registered with the model).
 
     Everywhere the deepest layer that still has spatial extent: it carries the most class-specific
     features (Selvaraju et al., 2017). At 128 px input:
@@ -272,20 +391,16 @@ def target_layer(model: nn.Module) -> nn.Module:
     - ResNet-50: the last bottleneck of layer4, 4 x 4;
     - AlexNet: the last conv's ReLU, before the final max-pool, 7 x 7;
     - LeNet-5: the second conv's activation, 58 x 58.
+    A model built by `build_model` is looked up by its name; one built from a registered class directly,
+    by its class.
     """
-    from torchvision.models import VGG, AlexNet, ResNet
-
-    if isinstance(model, MaskGuidedCNN):  # before BrainTumourCNN: it is a subclass
-        return model.fuse
-    if isinstance(model, BrainTumourCNN):
-        return model.stage4[-1]
-    if isinstance(model, (VGG, AlexNet)):
-        return model.features[-2]
-    if isinstance(model, ResNet):
-        return model.layer4[-1]
-    if isinstance(model, LeNet5):
-        return model.features[4]
-    raise ValueError(f"no Grad-CAM target layer registered for {type(model).__name__}")
+    name = getattr(model, "registered_name", None)
+    if name in REGISTRY:
+        return REGISTRY[name].target_layer(model)
+    spec = next((s for s in REGISTRY.values() if type(model) is s.build), None)
+    if spec is None:
+        raise ValueError(f"no Grad-CAM target layer registered for {type(model).__name__}")
+    return spec.target_layer(model)
 
 
 def multiply_adds(model: nn.Module, image_size: int) -> int:

@@ -12,8 +12,8 @@ import pandas as pd
 import seaborn as sns
 from sklearn.metrics import roc_curve
 
+from braintumour.calibration import reliability_curve
 from braintumour.config import CLASS_TITLES, CLASSES
-from braintumour.evaluate import reliability_curve
 
 TITLES = [CLASS_TITLES[c] for c in CLASSES]
 

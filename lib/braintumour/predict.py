@@ -315,7 +315,7 @@ def _flag_fields(p: np.ndarray, uncertain: bool | None, unfamiliar: tuple, resul
 
 def predict_files(
     paths: list[Path],
-    model_path: Path | None = None,
+    model_path: Path,
     out_dir: Path | None = None,
     cam_method: str = "gradcam",
     batch_size: int = 64,
@@ -323,11 +323,9 @@ def predict_files(
     screen: bool = True,
 ) -> PredictResult:
     """Classify each file; write a side-by-side Grad-CAM PNG per image to `out_dir` (if given).
-    `model_path` defaults to the committed model (`default_model()`). `screen` runs the input check and the
-    unfamiliar score (#49); False gives predict as it was without them (for `benchmarks/ood_overhead.py`)."""
-    if out_dir is not None:
-        files.check_output_path(out_dir, folder=True)  # before the model is even loaded
-    model_path = default_model() if model_path is None else model_path
+    `model_path` is resolved by the caller (`main`: `--model`, else `default_model()`), and `out_dir` checked
+    by it (`files.check_output_path`, before any work). `screen` runs the input check and the unfamiliar score
+    (#49); False gives predict as it was without them (for `benchmarks/ood_overhead.py`)."""
     model, payload = load_checkpoint(model_path)
     size = payload["config"]["image_size"]
     check_runs(model, size, model_path)

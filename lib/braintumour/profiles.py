@@ -55,12 +55,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         # The custom CNN's epochs: what fits a seed in about a quarter of an hour on a 2-core CPU with
         # native bfloat16 (docs/running.md); the accuracy came from the epochs (docs/experiments.md).
         "epochs": 50,
-        # The custom CNN's width (BrainTumourCNN's w): 32 is 0.93 M parameters; a wider network in the
-        # same minutes did no better (docs/experiments.md).
+        # The custom CNN's width (BrainTumourCNN's w); the widths screened: docs/experiments.md.
         "width": 32,
-        # AdamW's decoupled weight decay for the custom CNN. TrainConfig's 5e-4 shrinks the weights by
-        # lr x 5e-4 a step (1.5e-6 at the peak rate), in effect no decay; 0.05 is the ConvNeXt/DeiT value
-        # (its screen: docs/experiments.md).
+        # AdamW's decoupled weight decay: the ConvNeXt/DeiT value (its screen: docs/experiments.md).
         "weight_decay": 0.05,
         "device": None,
         "precision": "auto",
@@ -76,19 +73,18 @@ PROFILES: dict[str, dict[str, Any]] = {
         # (docs/experiments.md). The best-validation checkpoint is still the one kept.
         "patience": 50,
         # "The same CPU time for every model": each baseline takes the optimiser steps that fitted in the
-        # 15 minutes of one custom-CNN seed on the 2-core AVX-512-BF16 machine, where the committed runs
-        # were planned from a clock (their plan.json); fixed now, so every machine trains the same steps.
+        # minutes of one custom-CNN seed on the 2-core AVX-512-BF16 machine (docs/running.md), fixed so
+        # that every machine trains the same steps.
         "baseline_seeds": [0],
         "baseline_steps": {"lenet5": 4000, "alexnet": 1324, "vgg16_bn": 121, "resnet50": 421},
         "pretrained_baselines": [],  # from scratch only: the committed comparison
         # Patient-disjoint folds (notebooks 06, 07): the median of the steps the committed runs took in
-        # their 5 minutes each on the same machine (custom CNN 1642-1927, ResNet-50 149-164, the
-        # mask-guided CNN 1296-1648).
+        # their 5 minutes each on the same machine (their spread: docs/running.md).
         "fold_steps": {"custom_cnn": 1860, "resnet50": 154, "custom_cnn_guided": 1568},
         "external_limit": None,
         "collection_limit": None,
-        # Each of notebook 11's runs (leave one collection out, the shipped model's seeds): 3,000 steps,
-        # about 24 passes over its pool (docs/running.md has their minutes).
+        # Each of notebook 11's runs (leave one collection out, the shipped model's seeds), in steps
+        # (docs/running.md has their minutes).
         "generalise_steps": 3000,
         "generalise_seeds": [0, 1, 2],
         # Ablations (generalisation.ABLATIONS) and the leave-one-out folds each is run on: the Kaggle-only

@@ -110,3 +110,18 @@ def targets_sentence(targets: Mapping[str, bool]) -> str:
         return ", ".join(k.replace("_", " ") for k, v in targets.items() if bool(v) == met) or "none"
 
     return f"met: {named(True)}; missed: {named(False)}"
+
+
+def value_with_ci(r: Mapping[str, Any], k: str) -> str:
+    """A measure and its 95% interval, "0.0123 [0.0100, 0.0150]", from a block holding `k` and
+    `ci95[k]` (notebook 09's calibration table)."""
+    return f"{r[k]:.4f} [{r['ci95'][k][0]:.4f}, {r['ci95'][k][1]:.4f}]"
+
+
+def show_figure(name: str, width: int = 720) -> None:
+    """Display a saved figure, reports/figures/<name>.png, in a notebook (the results notebook)."""
+    from IPython.display import Image, display
+
+    from braintumour.config import reports_dir
+
+    display(Image(filename=str(reports_dir() / "figures" / f"{name}.png"), width=width))

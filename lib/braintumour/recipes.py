@@ -7,30 +7,32 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from braintumour.config import CLASSES
+from braintumour.models import model_spec
 from braintumour.profiles import profile_precision
 
-# AdamW's peak learning rate where an architecture needs another than TrainConfig's 3e-3: the
-# batch-normalised networks (ours, VGG-16-BN, ResNet-50) and the tiny LeNet-5 train at 3e-3 from
-# scratch; AlexNet has no normalisation layers and gets 5e-4, the usual Adam rate for such nets.
-PEAK_LR: dict[str, float] = {"alexnet": 5e-4}
 PARTIAL_LABEL = len(CLASSES)  # the label of an image known to hold a tumour of unknown type (Br35H `yes`)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainConfig:
-    model: str = "custom_cnn"
+    """A run's fields. Those a recipe sets from the profile or the model's spec (model, image size, epochs,
+    batch size, peak learning rate, weight decay, patience, seed) have no default: a config built by hand
+    states them, and no library default can silently differ from the recipe. The field order is the run
+    key's (`runs.run_key`) and the checkpoints'."""
+
+    model: str
     model_kwargs: dict = field(default_factory=dict)
-    image_size: int = 128
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 5e-4  # the baselines' (their run keys hold it); the custom CNN's is its profile's
+    image_size: int
+    epochs: int
+    batch_size: int
+    lr: float  # AdamW's peak learning rate: the model's `ModelSpec.peak_lr` in the recipes
+    weight_decay: float
     warmup_fraction: float = 0.15
     label_smoothing: float = 0.05
     class_weighting: str = "inverse"  # "inverse", "effective" or "none"
-    patience: int = 10  # epochs without a better validation macro-F1 before stopping
+    patience: int  # epochs without a better validation macro-F1 before stopping
     augment: dict = field(default_factory=dict)  # overrides of transforms.Augment's defaults
-    seed: int = 0
+    seed: int
     threads: int = 0  # 0: leave torch's default
     # Optimiser steps the run takes at most (None: `epochs` full epochs). A run's length is fixed in
     # steps or epochs, never by a clock, so the same profile trains the same steps on any machine; the
@@ -72,8 +74,10 @@ def custom_cnn_config(params: dict, seed: int, class_weighting: str = "inverse",
     """The custom CNN's training recipe from a profile's parameters (`profiles.get_profile`), with
     `TrainConfig` fields overridden: notebook 03 and `experiments/screen_recipe.py` build it here, so a
     screened recipe and the notebook's share one run cache key; notebooks 06 (patient folds, a fixed
-    number of steps) and 07 (the mask-guided model) too, so every custom-CNN run trains with the same recipe."""
-    return TrainConfig(**{"model": "custom_cnn", "model_kwargs": {"width": params["width"]},
+    number of steps) and 07 (the mask-guided model) too, so every custom-CNN run trains with the same recipe.
+    The peak learning rate is the model's (`ModelSpec.peak_lr`; the mask-guided model's is the custom CNN's)."""
+    model = overrides.get("model", "custom_cnn")
+    return TrainConfig(**{"model": model, "model_kwargs": {"width": params["width"]}, "lr": model_spec(model).peak_lr,
                           "image_size": params["image_size"], "epochs": params["epochs"],
                           "batch_size": params["batch_size"], "patience": params["patience"],
                           "weight_decay": params["weight_decay"],
@@ -86,12 +90,12 @@ def baseline_config(params: dict, model: str, seed: int, max_steps: int | None =
                     pretrained: bool = False) -> TrainConfig:
     """A baseline's training recipe (LeNet-5, AlexNet, VGG-16-BN, ResNet-50) from a profile's parameters:
     the custom CNN's optimiser, schedule, weight decay, precision and class weights, only the peak
-    learning rate per architecture (`PEAK_LR`), and no width. Notebooks 04 and 06 build it here, so a
+    learning rate per architecture (`ModelSpec.peak_lr`), and no width. Notebooks 04 and 06 build it here, so a
     baseline trains with one recipe wherever it appears. BatchNorm statistics stay as trained
     (`reestimate_bn` off): in notebook 04, re-estimating them lowered the baselines' Testing accuracy
     (docs/experiments.md), so the step is the custom CNN's, not the protocol's."""
     return TrainConfig(model=model, model_kwargs={"pretrained": True} if pretrained else {},
                        image_size=params["image_size"], epochs=params["epochs"],
                        batch_size=params["batch_size"], patience=params["patience"], class_weighting="inverse",
-                       lr=PEAK_LR.get(model, TrainConfig.lr), weight_decay=params["weight_decay"], seed=seed,
+                       lr=model_spec(model).peak_lr, weight_decay=params["weight_decay"], seed=seed,
                        max_steps=max_steps, precision=profile_precision(params), device=params["device"])

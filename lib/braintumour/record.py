@@ -4,7 +4,7 @@ write (reports/metrics/<model>.json) and the results summary reads.
 A record holds Testing and leakage-free Testing metrics per seed and over seeds, with the model's
 size, cost and training time, under the header every metrics file has (`reporting.write_metrics`).
 Each seed's training history sits beside it as <model>.history.csv. Keys are ids (snake_case);
-tables and sentences look titles up in `config.MODEL_TITLES` when they are drawn.
+tables and sentences look titles up in `models.MODEL_TITLES` when they are drawn.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from braintumour.config import WRITTEN_BY, metrics_dir
+from braintumour.config import metrics_dir
+from braintumour.models import written_by
 
 # 1 was the keyword dictionaries the notebooks wrote before this record (no `schema_version`).
 SCHEMA_VERSION = 2
@@ -157,7 +158,7 @@ def load(name: str, folder: Path | None = None) -> ModelRecord | None:
         raw = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise RecordError(f"{path}: not JSON ({e})") from e
-    again = f"re-execute notebook {WRITTEN_BY.get(name.removesuffix('_imagenet'), '03 or 04')} (make reproduce)"
+    again = f"re-execute notebook {written_by(name) or '03 or 04'} (make reproduce)"
     if not isinstance(raw, dict) or raw.get("schema_version") != SCHEMA_VERSION:
         found = raw.get("schema_version", 1) if isinstance(raw, dict) else type(raw).__name__
         raise RecordError(f"{path}: model record schema {found}, expected {SCHEMA_VERSION}; {again}")

@@ -25,7 +25,7 @@ from braintumour.checkpoints import load_checkpoint, reestimate_batchnorm, save_
 from braintumour.config import interim_dir
 from braintumour.device import choose_device
 from braintumour.models import build_architecture
-from braintumour.recipes import TrainConfig
+from braintumour.recipes import TrainConfig, baseline_config, custom_cnn_config
 from braintumour.splits import Split
 from braintumour.train import train
 from braintumour.transforms import Augment
@@ -143,3 +143,27 @@ def with_reestimated_bn(model: torch.nn.Module, cfg: TrainConfig, images: np.nda
     model = reestimate_batchnorm(model, images[split.train])
     save_checkpoint(cached, model, cfg, extra={"reestimated_on": "training images, un-augmented"})
     return model
+
+
+def model_config(params: dict, name: str, seed: int = 0, max_steps: int | None = None) -> TrainConfig:
+    """The recipe of a model named in `config.MODELS`, stopped after `max_steps` steps: the custom CNN's
+    (`recipes.custom_cnn_config`) or a baseline's (`recipes.baseline_config`); notebook 06's fold runs."""
+    if name == "custom_cnn":
+        return custom_cnn_config(params, seed=seed, max_steps=max_steps)
+    return baseline_config(params, name, seed=seed, max_steps=max_steps)
+
+
+def guided_config(params: dict, seed: int, mask_weight: float | None, max_steps: int | None = None) -> TrainConfig:
+    """Notebook 07's recipe: the custom CNN's (width, weight decay, precision) for the mask-guided model,
+    with its length and the weight of the mask term (None: the architecture alone)."""
+    return custom_cnn_config(params, seed, model="custom_cnn_guided", max_steps=max_steps, mask_weight=mask_weight)
+
+
+
+def train_seeds(configs: dict[int, TrainConfig], images: np.ndarray, labels: np.ndarray, split: Split,
+                weights: np.ndarray, data_fingerprint: str, *, retrain: bool = False,
+                checkpoint: str = "best") -> dict[int, RunResult]:
+    """One run per seed (`train_or_load`), each with its recipe from `configs` (seed -> config), all on
+    one split with the same class weights: notebook 03's and notebook 04's runs."""
+    return {s: train_or_load(cfg, images, labels, split, weights, data_fingerprint, retrain=retrain,
+                             checkpoint=checkpoint) for s, cfg in configs.items()}

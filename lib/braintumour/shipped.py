@@ -9,29 +9,26 @@ import numpy as np
 import torch
 
 from braintumour import calibration, reporting
-from braintumour.checkpoints import load_checkpoint, save_checkpoint
-from braintumour.config import CLASSES, MODEL_TITLES, WRITTEN_BY, reports_dir
+from braintumour.checkpoints import SavedModelMissing, load_checkpoint, model_file, save_checkpoint, saved_model
+from braintumour.config import CLASSES
 from braintumour.evaluate import predict_logits, predict_proba
+from braintumour.models import MODEL_TITLES, REGISTRY, written_by
 from braintumour.runs import RunResult
 
 SHIPPED = "custom_cnn_generalised"
 # Every saved model of the compendium and the notebook that writes it, in table order.
-SCORED: dict[str, str] = {**WRITTEN_BY, "custom_cnn_external": "08"}
+SCORED: dict[str, str] = {name: written_by(name) for name in (*REGISTRY, "custom_cnn_external")}
 TUMOUR_CLASSES = [i for i, c in enumerate(CLASSES) if c != "notumor"]
-
-
-def model_path(name: str) -> Path:
-    return reports_dir() / "models" / f"{name}.pt"
 
 
 def saved_models(names: dict[str, str] = SCORED) -> dict[str, torch.nn.Module]:
     """The saved models present, by id; each absent one is named with the notebook that writes it."""
     out = {}
-    for name, notebook in names.items():
-        if model_path(name).is_file():
-            out[name] = load_checkpoint(model_path(name))[0]
-        else:
-            print(f"{MODEL_TITLES[name]}: {model_path(name)} is not there (notebook {notebook} writes it); left out")
+    for name in names:
+        try:
+            out[name] = load_checkpoint(saved_model(name))[0]
+        except SavedModelMissing as e:
+            print(f"{MODEL_TITLES[name]}: {e}; left out")
     return out
 
 
@@ -56,7 +53,7 @@ def ship(run: RunResult, seed: int, train: tuple[np.ndarray, np.ndarray], valida
     the out-of-distribution detector fitted on the Kaggle training images, thresholded on validation."""
     from braintumour import ood
 
-    path = model_path(SHIPPED)
+    path = model_file(SHIPPED)
     val_images, val_labels = validation
     save_checkpoint(path, run.model, run.config, extra={"seed": seed, "data_fingerprint": fingerprint,
                                                         "git_commit": reporting.git_commit(), "profile": profile})
@@ -74,6 +71,6 @@ def withdraw() -> None:
     """Remove a shipped model that no longer meets its targets, and the files beside it."""
     from braintumour import ood
 
-    path = model_path(SHIPPED)
+    path = model_file(SHIPPED)
     for file in (path, calibration.calibration_path(path), *ood.ood_paths(path)):
         file.unlink(missing_ok=True)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from braintumour import files, generalisation_report, record
-from braintumour.config import BASELINES, CAM_SCORES, MODEL_TITLES, SUBSET_TITLES, metrics_dir
+from braintumour.config import BASELINES, CAM_SCORES, SUBSET_TITLES, metrics_dir
+from braintumour.models import MODEL_TITLES
 from braintumour.record import ModelRecord
 
 # Quoted from the papers (docs/references.md), not re-run: accuracy on the same Kaggle Testing split.
@@ -149,19 +150,6 @@ def provenance(folder: Path | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["metrics file", "commit", "profile", "written at"])
 
 
-def provenance_sentence(folder: Path | None = None) -> str:
-    """`provenance` in one line: the metrics files grouped by the commit that wrote them, newest first."""
-    table = provenance(folder).sort_values("written at", ascending=False, kind="stable")
-    groups = table.groupby("commit", sort=False)["metrics file"].agg(lambda f: ", ".join(n.removesuffix(".json")
-                                                                                         for n in f))
-    if len(groups) == 0:
-        return ""
-    if len(groups) == 1:
-        return f"Every metrics file was written at commit `{groups.index[0]}`."
-    return ("Metrics files by the commit that wrote them (notebooks re-executed separately): "
-            + "; ".join(f"`{commit}`: {names}" for commit, names in groups.items()) + ".")
-
-
 def markdown_table(df: pd.DataFrame) -> str:
     """A GitHub Markdown table (pandas' to_markdown would need one more dependency)."""
     head = "| " + " | ".join(map(str, df.columns)) + " |"
@@ -200,8 +188,9 @@ def readme_block(folder: Path | None = None) -> str:
     leakage = load_metrics("leakage", folder)
     if leakage is not None:
         leaked = leakage["testing_with_near_duplicate_in_training"]["total"]
+        testing = leaked + leakage["leakage_free_testing"]["total"]
         lines.append(
-            f"Leakage: {leaked} of 1,311 Testing images have a near-duplicate in Training; a classifier "
+            f"Leakage: {leaked} of {testing:,} Testing images have a near-duplicate in Training; a classifier "
             f"on metadata alone reaches {leakage['shortcut_classifier']['test_balanced_accuracy']:.1%} "
             "balanced accuracy (chance 25%)."
         )
@@ -226,7 +215,7 @@ def readme_block(folder: Path | None = None) -> str:
     cal = load_metrics("calibration", folder)
     if cal is not None:
         lines.append(calibration_sentence(cal))
-    lines.append(provenance_sentence(folder))
+    lines.append("Which commit and profile wrote each metrics file: the provenance table of `reports/report.pdf`.")
     lines += ["", MARK_END]
     return "\n".join(lines)
 
@@ -334,3 +323,117 @@ def mask_guided_sentence(guided: dict, model: ModelRecord) -> str:
 def rewrite_readme(readme: Path, folder: Path | None = None) -> bool:
     """Replace the marked block of README.md; returns True when the file changed."""
     return files.rewrite_marked_block(readme, MARK_START, MARK_END, readme_block(folder))
+
+
+def variant_row(seeds: int, accuracy: dict | None, cam_means: dict, blank: float) -> dict:
+    """One row of notebook 07's ablation (`mask_guided.json`'s `variants`): Testing accuracy (mean and,
+    over several seeds, sd), mean Grad-CAM scores, share of blank maps."""
+    return {"seeds": seeds, "testing_accuracy": None if accuracy is None else accuracy["mean"],
+            "testing_accuracy_sd": accuracy["sd"] if accuracy is not None and seeds > 1 else None,
+            **{k: cam_means[k] for k in ("pointing", "energy", "iou")}, "blank_maps": blank}
+
+
+def localisation_words(cams: dict | None) -> str:
+    """Where the custom CNN's Grad-CAM points against the expert masks (`gradcam.json`), and the blob's."""
+    if cams is None:
+        return "Grad-CAM scores against the expert masks: not computed yet (notebook 05)."
+    r = cams["models"]["custom_cnn"]["methods"]
+    g, blob = r["gradcam"]["all"], r["centred_blob"]["all"]
+    return (f"Grad-CAM's maximum falls inside (or within {cams['pointing_tolerance_px']} px of) the expert "
+            f"tumour outline for {g['pointing']['mean']:.0%} of the masked Testing images, and "
+            f"{g['energy']['mean']:.0%} of its mass lies inside the outline; a centred blob that ignores "
+            f"the image scores {blob['pointing']['mean']:.0%} and {blob['energy']['mean']:.0%}. High "
+            "accuracy does not by itself mean the model looks at the tumour.")
+
+
+def patient_words(leak: dict) -> str:
+    """How many Testing images come from a patient with slices in Training (`leakage.json`), or ""."""
+    pl = leak.get("patient_level")
+    return ("" if pl is None else
+            f"Of the {pl['testing_images_with_patient_id']['total']} Testing images whose patient is known "
+            f"(figshare), {pl['testing_images_of_training_patients']['total']} come from a patient who also has "
+            f"slices in Training ({pl['patients']['testing_also_in_training']} of {pl['patients']['testing']} "
+            "Testing patients): this split cannot say how the model does on unseen patients.")
+
+
+def baseline_words(baselines: dict[str, ModelRecord], cnn: ModelRecord) -> str:
+    """The best baseline against the custom CNN's selected seed, under the same CPU time."""
+    if not baselines:
+        return "Baselines: not run yet (notebook 04)."
+    best_base = max(baselines, key=lambda n: baselines[n].test["accuracy"])
+    bb = baselines[best_base]
+    bb_epochs, bb_p = seed_mean(bb.epochs_run), bb.mcnemar_vs_custom_cnn["p_value"]
+    return (f"Under the same CPU time the best baseline, {MODEL_TITLES[best_base]} "
+            f"({bb.params / 1e6:.1f} M parameters, {bb_epochs:.1f} epochs), "
+            f"reaches {bb.test['accuracy']:.2%} Testing accuracy against {cnn.test['accuracy']:.2%} for the "
+            f"custom CNN's selected seed (McNemar p = {bb_p:.2g}). From scratch on "
+            "a 2-core CPU the large networks complete only a few passes over the data: this measures accuracy "
+            "per CPU-minute, not what they reach with ImageNet weights or a GPU (the full profile).")
+
+
+def unseen_patient_words(folds: dict | None) -> str:
+    """Official split against held-out patients on the figshare images (`patient_disjoint.json`)."""
+    if folds is None:
+        return "Patient-disjoint folds: not run yet (notebook 06)."
+    parts = [f"{in_sentence(name)}: {official:.2%} on the official split, "
+             f"{over['mean']:.2%} ± {over['sd']:.2%} on held-out patients"
+             for name, (official, over) in unseen_patient_accuracy(folds).items()]
+    return (f"On the figshare images, whose patients are known, with the same training length "
+            f"({fold_run_length(folds)} per run): {'; '.join(parts)}.")
+
+
+def guided_words(guided: dict | None) -> str:
+    """The mask-guided custom CNN's Grad-CAM and accuracy against the plain model's (`mask_guided.json`)."""
+    if guided is None:
+        return "Mask-guided model: not run yet (notebook 07)."
+    gb, gp = guided["variants"]["mask_term"], guided["variants"]["plain"]
+    uc = guided["unseen_patients"]["gradcam"]["all"]
+    return (f"Trained to look inside the expert outline on Training images, the mask-guided custom CNN's "
+            f"Grad-CAM points inside it for {gb['pointing']:.0%} of the masked Testing images (energy "
+            f"{gb['energy']:.0%}; {uc['pointing']['mean']:.0%} and {uc['energy']['mean']:.0%} on held-out "
+            f"patients; the plain custom CNN: {gp['pointing']:.0%} and {gp['energy']:.0%} on Testing), at "
+            f"{ablation_accuracy(gb)} Testing accuracy against the plain model's "
+            f"{ablation_accuracy(gp)} "
+            f"(mean ± sd over seeds). A heatmap is evidence of where a "
+            "model looks only when it is scored against expert masks; one that agrees with them can be "
+            "trained, not assumed.")
+
+
+def conclusions(metrics: dict, cnn: ModelRecord, baselines: dict[str, ModelRecord], cams: dict | None,
+                folds: dict | None, guided: dict | None) -> str:
+    """The results notebook's closing Markdown: what the numbers support, and what they do not.
+    `metrics`: the `data`, `leakage` and `class_weighting_ablation` metrics files; the others as
+    `summary.load_metrics` / `record.load` return them (None, or empty, where not run yet)."""
+    leak, ab = metrics["leakage"], metrics["class_weighting_ablation"]
+    sc = leak["shortcut_classifier"]
+    leaked, d = leak["testing_with_near_duplicate_in_training"], cnn.test_dedup
+    acc, acc_dedup = cnn.test_over_seeds["accuracy"]["mean"], cnn.test_dedup_over_seeds["accuracy"]["mean"]
+    on, off = (ab["variants"][k]["over_seeds"]["macro_f1"] for k in ("inverse", "none"))
+    train_counts = metrics["data"]["counts"]["Training"]
+    ratio = max(train_counts.values()) / min(train_counts.values())
+    effect = "small compared with" if abs(on["mean"] - off["mean"]) <= max(on["sd"], off["sd"]) else "larger than"
+    return f"""
+- **Accuracy.** A {cnn.params / 1e6:.2f} M-parameter CNN trained from scratch on a 2-core CPU reaches
+  {acc:.2%} mean Testing accuracy over {len(cnn.seeds)} seeds, against 97.10% for the study reproduced
+  here and 99.53% for the best ImageNet transfer model quoted (not re-run).
+- **Baselines.** {baseline_words(baselines, cnn)}
+- **Leakage.** {leaked['total']} of 1,311 Testing images ({leaked['total'] / 1311:.0%}) have a near-duplicate
+  in Training, most of them *notumor* ({leaked['notumor']} of 405). On the {d['n']} leakage-free Testing images
+  the mean accuracy is {acc_dedup:.2%}. Published accuracies on this split include memorised copies; the
+  audit's threshold is conservative, so this is a lower bound on the leakage.
+- **Shortcuts.** Image size, file mode and global intensity alone predict the class with
+  {sc['test_balanced_accuracy']:.1%} balanced accuracy (chance 25%): the source collections differ in
+  acquisition, and a CNN can exploit that. Grad-CAM against expert masks is the check on *where* a model
+  looks.
+- **Where the model looks.** {localisation_words(cams)}
+- **Unseen patients.** {unseen_patient_words(folds)}
+- **Right for the right reasons.** {guided_words(guided)}
+- **Class weighting.** Macro-F1 {on['mean']:.2%} ± {on['sd']:.2%} with inverse-frequency weights,
+  {off['mean']:.2%} ± {off['sd']:.2%} without; with an imbalance ratio of {ratio:.2f} (largest to smallest
+  Training class) the effect is {effect} the spread between seeds.
+- **Limits.** The official split was cut by image. {patient_words(leak)} Notebook 06's folds are
+  patient-disjoint only for the figshare images; the others carry no patient id. The
+  external test (notebook 08) has tumour images only: every Br35H `no` image is a Kaggle file.
+  Numbers from the `{cnn.header.profile}`
+  profile.
+"""

@@ -6,7 +6,7 @@ comes from seeded generators whose states are saved in the checkpoint, so an int
 resumes gives the same weights as one that never stopped.
 
 The recipe is in `recipes`, the losses in `losses`, the optimiser and step plan in `schedule`, the
-checkpoint files in `checkpoints`; the names notebooks import from here are re-exported (`__all__`).
+checkpoint files in `checkpoints`: each name is imported from the module that defines it.
 """
 
 from __future__ import annotations
@@ -28,44 +28,20 @@ from tqdm import tqdm
 
 from braintumour import files
 from braintumour.checkpoints import (
-    CheckpointError,
     load_checkpoint,
     read_checkpoint,
-    reestimate_batchnorm,
     save_checkpoint,
 )
 from braintumour.device import choose_device, cpu_native_bf16, describe
 from braintumour.device import native_bf16 as native_bf16_on
 from braintumour.evaluate import predict_proba
-from braintumour.losses import batch_loss, mask_alignment_loss, partial_label_loss, tumour_coverage
+from braintumour.losses import batch_loss
 from braintumour.models import build_model
 from braintumour.randomise import Randomise
-from braintumour.recipes import PARTIAL_LABEL, PEAK_LR, TrainConfig, baseline_config, custom_cnn_config
+from braintumour.recipes import TrainConfig
 from braintumour.schedule import build_optimiser, planned_steps
 from braintumour.transforms import Augment
 
-__all__ = [
-    "PARTIAL_LABEL",
-    "PEAK_LR",
-    "CheckpointError",
-    "TrainConfig",
-    "TrainingData",
-    "baseline_config",
-    "batch_loss",
-    "custom_cnn_config",
-    "load_checkpoint",
-    "mask_alignment_loss",
-    "native_bf16",
-    "partial_label_loss",
-    "planned_steps",
-    "reestimate_batchnorm",
-    "save_checkpoint",
-    "seed_everything",
-    "train",
-    "train_one_epoch",
-    "tumour_coverage",
-    "validate",
-]
 
 def native_bf16() -> bool:
     """Whether oneDNN runs bfloat16 natively on this CPU (AVX-512 BF16 or AMX); without it autocast

@@ -1,0 +1,71 @@
+"""The library's shape: no import circles, and no module that re-exports another's names."""
+
+import ast
+import re
+import subprocess
+from pathlib import Path
+
+LIB = Path(__file__).resolve().parents[1] / "lib" / "braintumour"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(LIB.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """The library modules `path` imports, at the top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("braintumour"):
+            found |= {f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules}
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name in modules}
+    return found & modules
+
+
+def _graph() -> dict[str, set[str]]:
+    paths = {_module_name(p): p for p in LIB.rglob("*.py")}
+    graph = {name: _imports(path, set(paths)) - {name} for name, path in paths.items()}
+    # a package's __init__ importing its own modules is how a package is assembled, not a circle
+    return {name: {m for m in deps if not m.startswith(name + ".")} for name, deps in graph.items()}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str]:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> list[str]:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt, path + [nxt])):
+                return found
+        state[node] = 2
+        return []
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start, [start])):
+            return found
+    return []
+
+
+def test_the_library_has_no_import_circle():
+    assert _cycle(_graph()) == []
+
+
+def test_the_circle_finder_finds_one():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_no_library_module_re_exports_names_with_all():
+    assert [p.name for p in LIB.rglob("*.py") if "__all__" in p.read_text() and p.name != "__init__.py"] == []
+
+
+def test_make_help_lists_every_target():
+    makefile = LIB.parents[1] / "Makefile"
+    phony = re.search(r"^\.PHONY:(.*)$", makefile.read_text(), re.M).group(1).split()
+    shown = subprocess.run(["make", "--no-print-directory", "-f", str(makefile), "help"], capture_output=True,
+                           text=True, check=True, cwd=makefile.parent).stdout
+    assert [t for t in phony if t != "FORCE" and f"make {t} " not in shown] == []
