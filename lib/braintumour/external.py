@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import bootstrap
 
-from braintumour import audit, data
+from braintumour import audit, data, readable
 from braintumour.config import CLASSES
 from braintumour.datasets import br35h as br35h_source
 from braintumour.recipes import PARTIAL_LABEL, TrainConfig, custom_cnn_config
@@ -129,7 +129,8 @@ def audit_sentence(summary: dict) -> str:
             "them *notumor*): the Kaggle *notumor* class is, for the most part, Br35H's `no` folder, so a model "
             "trained on it has learnt what Br35H's no-tumour images look like. Of its "
             f"{yes.get('files', 0)} `yes` files, {yes.get('near_copies_of_kaggle', 0)} are Kaggle files or near-copies "
-            f"(classes {yes.get('kaggle_class_of_copies', {})}); {yes.get('clusters_without_kaggle_copy', 0)} distinct "
+            f"({readable.listing(yes.get('kaggle_class_of_copies', {}))}); "
+            f"{yes.get('clusters_without_kaggle_copy', 0)} distinct "
             "images (near-duplicate clusters) have no copy in the Kaggle set: the external tumour images. "
             f"{no.get('clusters_without_kaggle_copy', 0)} `no` clusters have none: there are "
             f"{'no' if not no.get('clusters_without_kaggle_copy') else no['clusters_without_kaggle_copy']} external "
