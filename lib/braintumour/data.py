@@ -14,6 +14,7 @@ import os
 import re
 import stat
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -299,14 +300,30 @@ def decode_grey(data: bytes, *, source: str | Path = "<bytes>") -> Image.Image:
 
     Every failure, whatever the decoder raises, is an ImageDecodeError naming `source`.
     """
-    try:
+    im = decode_image(data, source=source)
+    with _named_decode_errors(data, source):
+        return to_grey(im, source=source)
+
+
+def decode_image(data: bytes, *, source: str | Path = "<bytes>") -> Image.Image:
+    """Image bytes decoded as stored (mode, orientation tag and all), after every guard: the size
+    before any pixel is decoded, one frame, at least 8 x 8. `decode_grey` turns it into the convention;
+    `predict` also looks at its colour first, so that a file is decoded once."""
+    with _named_decode_errors(data, source):
         im = Image.open(io.BytesIO(data), formats=PIL_FORMATS)
         check_image_size(im.width, im.height, source=source)
         check_frames(getattr(im, "n_frames", 1), im.format, source=source)
         im.load()
         if im.width < 8 or im.height < 8:
             raise ImageDecodeError(f"{source}: image is {im.width}x{im.height}, too small to be an MRI slice")
-        return to_grey(im, source=source)
+        return im
+
+
+@contextlib.contextmanager
+def _named_decode_errors(data: bytes, source: str | Path) -> Iterator[None]:
+    """Whatever a decoder raises becomes one ImageDecodeError naming `source`."""
+    try:
+        yield
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as e:

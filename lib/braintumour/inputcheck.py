@@ -23,9 +23,9 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from braintumour.data import PIL_FORMATS, ImageDecodeError
+from braintumour.data import ImageDecodeError
 
 CHROMA_LEVEL = 40  # grey levels: JPEG's chroma noise on a grey slice stays far below
 MAX_COLOUR_SHARE = 0.15  # real slices measured: at most 0.047 (a coloured banner across a web image)
@@ -34,7 +34,7 @@ RING = 6  # pixels of the border of the (128 px) input
 DARK_LEVEL = 40
 MIN_DARK_BORDER = 0.02  # share of the border ring at or below DARK_LEVEL
 BRIGHT_BORDER = 100  # grey levels: the border median of real slices measured is at most 89 where none is dark
-COLOUR_SIDE = 64  # colour is judged on a thumbnail: JPEG decodes it at 1/8 scale for next to nothing
+COLOUR_SIDE = 64  # colour is judged on about 64 x 64 pixels sampled from the image
 EXIF_ORIENTATION = 0x0112  # values 5-8 turn the image by 90 degrees
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 
@@ -59,34 +59,32 @@ def _chroma_share(rgb: np.ndarray) -> float:
     return float((chroma >= CHROMA_LEVEL).mean())
 
 
-def inspect(data: bytes) -> tuple[float, tuple[int, int]]:
-    """Share of coloured pixels in an image file (0 for grey modes, read from the header alone) and its
-    width and height as the model sees it (after the EXIF turn that `data.to_grey` applies to JPEGs).
-
-    PIL formats are judged on a thumbnail; a DICOM file only where its photometric interpretation is
-    a colour one. Called after `predict.read_scan` decoded the same bytes, so the size guards have run."""
-    try:
-        with Image.open(io.BytesIO(data), formats=PIL_FORMATS) as im:
-            turned = im.format == "JPEG" and im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
-            size = (im.height, im.width) if turned else im.size  # before `draft` shrinks it
-            return _colour_share(im), size
-    except (UnidentifiedImageError, OSError):
-        return _dicom_inspect(data)
+def colour_and_size(im: Image.Image) -> tuple[float, tuple[int, int]]:
+    """Share of coloured pixels of a decoded image (`data.decode_image`; 0 for grey modes) and its width
+    and height as the model sees it (after the EXIF turn that `data.to_grey` applies to JPEGs). Called
+    before `to_grey`, on the pixels `predict` decoded anyway: a file is decoded once."""
+    turned = im.format == "JPEG" and im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+    return _colour_share(im), ((im.height, im.width) if turned else im.size)
 
 
 def _colour_share(im: Image.Image) -> float:
+    """Judged on about COLOUR_SIDE x COLOUR_SIDE pixels sampled from the image (nearest neighbour: a share
+    of pixels needs no filtering, and sampling touches a few thousand pixels, not all of them)."""
     if im.mode in GREY_MODES:
         return 0.0
-    im.draft("RGB", (COLOUR_SIDE, COLOUR_SIDE))  # JPEG only: decode at a reduced scale
-    im = im.convert("RGBA" if "transparency" in im.info or "A" in im.mode else "RGB")
-    im.thumbnail((COLOUR_SIDE, COLOUR_SIDE))
+    if im.mode not in ("RGB", "RGBA"):
+        im = im.convert("RGBA" if "transparency" in im.info or "A" in im.mode else "RGB")
+    scale = COLOUR_SIDE / max(im.size)
+    if scale < 1:
+        im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.NEAREST)
     rgb = np.asarray(im)
     if rgb.shape[-1] == 4:  # transparent pixels are composited onto black, i.e. grey
         rgb = rgb[..., :3] * (rgb[..., 3:] > 0)
     return _chroma_share(rgb)
 
 
-def _dicom_inspect(data: bytes) -> tuple[float, tuple[int, int]]:
+def dicom_colour_and_size(data: bytes) -> tuple[float, tuple[int, int]]:
+    """`colour_and_size` for a DICOM file: colour only where its photometric interpretation is a colour one."""
     import pydicom
 
     try:
@@ -114,10 +112,10 @@ def border_dark_share(image: np.ndarray) -> float:
     return float((border(image) <= DARK_LEVEL).mean())
 
 
-def refusal(data: bytes, image: np.ndarray) -> str | None:
-    """Why the file (`data`, decoded and preprocessed into `image`, the model's uint8 input) is not a brain
-    MRI slice, or None where no rule refuses it."""
-    share, (width, height) = inspect(data)
+def refusal(image: np.ndarray, colour_share: float, size: tuple[int, int]) -> str | None:
+    """Why a file is not a brain MRI slice, or None where no rule refuses it: `image` is the model's uint8
+    input made from it, `colour_share` and `size` (width, height) what `colour_and_size` says of it."""
+    share, (width, height) = colour_share, size
     if share > MAX_COLOUR_SHARE:
         return f"a colour image: {share:.0%} of its pixels are coloured; MRI slices are grey"
     own = content(image, width, height)

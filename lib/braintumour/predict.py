@@ -33,11 +33,12 @@ from braintumour.data import (
     ImageDecodeError,
     check_frames,
     check_image_size,
-    decode_grey,
+    decode_image,
     decoder_reason,
     read_image_bytes,
     scale_to_uint8,
     square_resize,
+    to_grey,
 )
 from braintumour.evaluate import predict_logits
 from braintumour.explain import CamExplainer, overlay
@@ -220,27 +221,37 @@ def read_scan(path: Path, size: int) -> np.ndarray:
     """Any supported file -> (size, size) uint8, with the training preprocessing. Whatever goes wrong
     with one file, whichever library raises it, is an ImageDecodeError naming it: one bad file never
     stops the others."""
-    data = read_image_bytes(path)  # missing, not a regular file, empty, too large: one line each
-    try:
-        with warnings.catch_warnings():  # a decoder's complaint about a file it still decodes is not a result line
-            warnings.simplefilter("ignore")
-            grey = read_dicom(data, path) if _is_dicom(data, path) else decode_grey(data, source=path)
-            if grey.width < 8 or grey.height < 8:
-                raise ImageDecodeError(f"{path}: image is {grey.width}x{grey.height}, too small to be an MRI slice")
-            return square_resize(grey, size)
-    except ImageDecodeError:
-        raise
-    except Exception as e:  # decoders raise far more kinds than their documentation lists
-        raise ImageDecodeError(f"{path}: cannot decode image ({decoder_reason(e)})") from e
+    return _read(path, size, check=False)
 
 
 def read_checked_scan(path: Path, size: int) -> np.ndarray:
     """`read_scan`, then the input check (`inputcheck.refusal`): `inputcheck.NotABrainSlice`, one line
     naming the file and the rule, for what is plainly not a brain MRI slice (colour, blank, no dark
-    background). The file's bytes are read a second time for the colour rule, from the page cache."""
-    image = read_scan(path, size)
-    reason = inputcheck.refusal(read_image_bytes(path), image)
-    if reason is not None:
+    background). The colour rule looks at the pixels decoded for the model: a file is decoded once."""
+    return _read(path, size, check=True)
+
+
+def _read(path: Path, size: int, check: bool) -> np.ndarray:
+    data = read_image_bytes(path)  # missing, not a regular file, empty, too large: one line each
+    looks = None  # the colour share and size the input check reads, taken before the grey conversion
+    try:
+        with warnings.catch_warnings():  # a decoder's complaint about a file it still decodes is not a result line
+            warnings.simplefilter("ignore")
+            if _is_dicom(data, path):
+                grey = read_dicom(data, path)
+                looks = inputcheck.dicom_colour_and_size(data) if check else None
+            else:
+                decoded = decode_image(data, source=path)
+                looks = inputcheck.colour_and_size(decoded) if check else None
+                grey = to_grey(decoded, source=path)
+            if grey.width < 8 or grey.height < 8:
+                raise ImageDecodeError(f"{path}: image is {grey.width}x{grey.height}, too small to be an MRI slice")
+            image = square_resize(grey, size)
+    except ImageDecodeError:
+        raise
+    except Exception as e:  # decoders raise far more kinds than their documentation lists
+        raise ImageDecodeError(f"{path}: cannot decode image ({decoder_reason(e)})") from e
+    if looks is not None and (reason := inputcheck.refusal(image, *looks)) is not None:
         raise inputcheck.NotABrainSlice(f"{path}: refused, not a brain MRI slice: {reason}")
     return image
 
