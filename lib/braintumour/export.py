@@ -36,8 +36,6 @@ SAVED_FIGURE = re.compile(r"""(?:save_figure\(|show_figure\()[^;]*?["']([\w.-]+)
 PRINT_CSS = """
 @page { size: A4; margin: 18mm 14mm 18mm 14mm;
         @bottom-center { content: counter(page) " / " counter(pages); font: 9pt sans-serif; color: #555; } }
-@page wide { size: A4 landscape; }
-.wide-table { page: wide; }
 body { font-size: 10.5pt; }
 pre { white-space: pre-wrap; word-break: break-word; }
 table { font-size: 8pt; max-width: 100%; border-collapse: collapse; }
@@ -51,18 +49,38 @@ nav.toc ol { margin: 4px 0; }
 .jp-OutputArea-child { break-inside: auto !important; }
 """
 # A figure is never taller than a page (a taller one, kept whole, once left a blank page before it).
-# A table wider than the portrait page (A4 less margins, about 680 CSS px) first tries a smaller
-# type, then gets a landscape page of its own (about 1,010 px); one wider still is laid out to that
-# width, its cells wrapping, in a type that stays readable, instead of running off the right edge.
+# A table wider than the page (A4 less margins, about 680 CSS px) first tries a smaller type; still too
+# wide, a plain table is split into tables of as many columns as fit, each repeating the first column
+# (the row's name); one with merged header cells is laid out to the page's width, its cells wrapping.
+# (Landscape pages for wide tables, CSS named pages, made Chromium print a trailing blank page.)
 FIT_TABLES_JS = """
+function splitColumns(t) {
+  const rows = [...t.rows], n = rows.length ? rows[0].cells.length : 0;
+  if (n < 3 || rows.some(r => r.cells.length !== n || [...r.cells].some(c => c.colSpan > 1 || c.rowSpan > 1)))
+    return false;
+  const widths = [...Array(n).keys()].map(i => Math.max(...rows.map(r => r.cells[i].getBoundingClientRect().width)));
+  const parts = [];
+  let part = [], width = widths[0];
+  for (let i = 1; i < n; i++) {
+    if (part.length && width + widths[i] > 680) { parts.push(part); part = []; width = widths[0]; }
+    part.push(i); width += widths[i];
+  }
+  parts.push(part);
+  for (const cols of parts.reverse()) {
+    const copy = t.cloneNode(true);
+    for (const r of copy.rows) for (let i = n - 1; i >= 1; i--) if (!cols.includes(i)) r.deleteCell(i);
+    copy.style.marginBottom = "8px";
+    t.after(copy);
+  }
+  t.remove();
+  return true;
+}
 window.addEventListener("load", () => {
-  for (const t of document.querySelectorAll("table")) {
+  for (const t of [...document.querySelectorAll("table")]) {
     if (t.scrollWidth <= 680) continue;
     t.style.fontSize = "7pt";
-    if (t.scrollWidth <= 680) continue;
-    t.style.fontSize = "";
-    (t.closest(".jp-OutputArea-output") || t.parentElement).classList.add("wide-table");
-    if (t.scrollWidth > 1010) { t.style.tableLayout = "fixed"; t.style.width = "100%"; t.style.fontSize = "7pt"; }
+    if (t.scrollWidth <= 680 || splitColumns(t)) continue;
+    t.style.tableLayout = "fixed"; t.style.width = "100%";
   }
 });
 """
