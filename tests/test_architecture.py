@@ -69,3 +69,10 @@ def test_make_help_lists_every_target():
     shown = subprocess.run(["make", "--no-print-directory", "-f", str(makefile), "help"], capture_output=True,
                            text=True, check=True, cwd=makefile.parent).stdout
     assert [t for t in phony if t != "FORCE" and f"make {t} " not in shown] == []
+
+
+def test_no_library_function_is_over_50_lines():
+    long = [f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path in LIB.rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > 50]
+    assert long == []

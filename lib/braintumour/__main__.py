@@ -166,12 +166,19 @@ def _cmd_experiments_log(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from braintumour.config import COLLECTIONS
-
     parser = argparse.ArgumentParser(
         prog="python -m braintumour", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_data_commands(sub)
+    _add_notebook_commands(sub)
+    _add_predict_commands(sub)
+    _add_report_commands(sub)
+    return parser
+
+
+def _add_data_commands(sub: argparse._SubParsersAction) -> None:
+    from braintumour.config import COLLECTIONS
 
     p = sub.add_parser("data", help="find the dataset, or download, check and unpack it into data/raw/")
     p.add_argument("--url", default=os.environ.get("DATA_URL", ""), help="zip of the Kaggle layout (default $DATA_URL)")
@@ -190,6 +197,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fingerprint-only", action="store_true", help="print only the data fingerprint")
     p.set_defaults(func=_cmd_manifest)
 
+
+def _add_notebook_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("notebook", help="execute notebooks in order with papermill, export HTML and PDF")
     p.add_argument("notebooks", nargs="+", type=_notebook_file)
     p.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "full"])
@@ -203,6 +212,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reports", default="", help="reports folder (default: reports/, or $BRAINTUMOUR_REPORTS)")
     p.set_defaults(func=_cmd_export)
 
+
+
+def _add_report_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("readme-results", help="rewrite README.md's results block from reports/metrics/")
+    p.add_argument("--metrics", default="", help="metrics folder (default reports/metrics)")
+    p.set_defaults(func=_cmd_readme_results)
+
+    p = sub.add_parser("experiments-log", help="rewrite docs/experiments.md's table of experiments/results/")
+    p.set_defaults(func=_cmd_experiments_log)
+
+
+def _add_predict_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify new slices (files or folders), with a Grad-CAM overlay each")
     p.add_argument("paths", nargs="+", help="image files (JPEG, PNG, TIFF, DICOM) or folders (searched recursively)")
     p.add_argument("--model", default="",
@@ -222,14 +243,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", action="append", required=True, help="checkpoint (repeatable)")
     p.add_argument("--method", default="mahalanobis", choices=["mahalanobis", "energy"])
     p.set_defaults(func=_cmd_ood_fit)
-
-    p = sub.add_parser("readme-results", help="rewrite README.md's results block from reports/metrics/")
-    p.add_argument("--metrics", default="", help="metrics folder (default reports/metrics)")
-    p.set_defaults(func=_cmd_readme_results)
-
-    p = sub.add_parser("experiments-log", help="rewrite docs/experiments.md's table of experiments/results/")
-    p.set_defaults(func=_cmd_experiments_log)
-    return parser
 
 
 def _input_errors() -> tuple[type[Exception], ...]:

@@ -15,7 +15,7 @@ import sys
 import unicodedata
 import warnings
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -349,14 +349,7 @@ def predict_files(
     explainer = CamExplainer(model, cam_method) if out_dir is not None else None
     bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress or len(paths) < 2)
     for start in range(0, len(paths), batch_size):
-        ok_paths, arrays = [], []
-        for path in paths[start : start + batch_size]:
-            try:
-                arrays.append(read(path, size))
-                ok_paths.append(path)
-            except ImageDecodeError as e:
-                result.errors.append(printable(e))
-            bar.update()
+        ok_paths, arrays = _read_batch(paths[start : start + batch_size], lambda path: read(path, size), result, bar)
         if not arrays:
             continue
         images = np.stack(arrays)
@@ -380,6 +373,20 @@ def predict_files(
             )
     bar.close()
     return result
+
+
+def _read_batch(paths: list[Path], read: Callable[[Path], np.ndarray], result: PredictResult,
+                bar: tqdm) -> tuple[list[Path], list[np.ndarray]]:
+    """The files of one batch that read, and their images; each that does not is one line in `result.errors`."""
+    ok_paths, arrays = [], []
+    for path in paths:
+        try:
+            arrays.append(read(path))
+            ok_paths.append(path)
+        except ImageDecodeError as e:
+            result.errors.append(printable(e))
+        bar.update()
+    return ok_paths, arrays
 
 
 def _checked_overlay(result: PredictResult, out_dir: Path | None, path: Path, image: np.ndarray, heat: np.ndarray,

@@ -176,8 +176,15 @@ def readme_block(folder: Path | None = None) -> str:
         f"(notebook 01). Data fingerprint `{cnn.header.data_fingerprint[:12]}`, "
         f"commit `{cnn.header.git_commit[:12]}`."
     )
-    if cnn.refit is not None:
-        lines.append(refit_sentence(cnn))
+    lines += _finding_sentences(cnn, folder)
+    lines.append("Which commit and profile wrote each metrics file: the provenance table of `reports/report.pdf`.")
+    lines += ["", MARK_END]
+    return "\n".join(lines)
+
+
+def _finding_sentences(cnn: ModelRecord, folder: Path | None) -> list[str]:
+    """The README block's sentences after the table, one per metrics file that is there."""
+    lines = [refit_sentence(cnn)] if cnn.refit is not None else []
     ablation = load_metrics("class_weighting_ablation", folder)
     if ablation is not None:
         on, off = (ablation["variants"][k]["over_seeds"]["macro_f1"] for k in ("inverse", "none"))
@@ -215,9 +222,7 @@ def readme_block(folder: Path | None = None) -> str:
     cal = load_metrics("calibration", folder)
     if cal is not None:
         lines.append(calibration_sentence(cal))
-    lines.append("Which commit and profile wrote each metrics file: the provenance table of `reports/report.pdf`.")
-    lines += ["", MARK_END]
-    return "\n".join(lines)
+    return lines
 
 
 def refit_sentence(cnn: ModelRecord) -> str:

@@ -89,16 +89,11 @@ def train(
     on_epoch_end: Callable[[int, torch.nn.Module], None] | None = None,
 ) -> tuple[torch.nn.Module, pd.DataFrame]:
     """Train `cfg.model` on images[train_idx], select on images[val_idx]; return (best model, history).
-
-    `train_masks` (aligned with `train_idx`, all zero where an image has none) are needed when
-    `cfg.mask_weight` is set; only training images' masks are ever passed in.
-
-    `run_dir` receives `last.pt` (every epoch, for resume), `best.pt` (best validation macro-F1)
-    and `history.csv`. If `run_dir/last.pt` exists with the same config, training resumes from it.
-    `stop_after_epochs` simulates an interruption (used by the resume test). `on_epoch_end(epoch, model)`
-    is called after each epoch's checkpoints, the model in eval mode; it must not draw random numbers
-    (`experiments/checkpoint_selection.py` uses it to look at every epoch's weights).
-    """
+    `train_masks` (aligned with `train_idx`, all zero where an image has none; training images' only) are
+    needed when `cfg.mask_weight` is set. `run_dir` receives `last.pt` (every epoch; a run with the same
+    config resumes from it), `best.pt` (best validation macro-F1) and `history.csv`. `stop_after_epochs`
+    simulates an interruption (the resume test). `on_epoch_end(epoch, model)`, after each epoch's checkpoints
+    with the model in eval mode, must not draw random numbers (`experiments/checkpoint_selection.py`)."""
     run_dir = Path(run_dir)
     device = _training_device(cfg)
     if cfg.threads:
@@ -115,22 +110,30 @@ def train(
         steps = min(steps_per_epoch, state["total_steps"] - epoch * steps_per_epoch)
         train_loss, train_seconds = train_one_epoch(model, cfg, data, opt, sched, gen, steps, progress=progress,
                                                     desc=f"{cfg.model} seed {cfg.seed} epoch {epoch + 1}/{n_epochs}")
-        eval_start = time.perf_counter()
-        row = {"epoch": epoch + 1, "steps": steps, "train_loss": train_loss,
-               **validate(model, images[val_idx], labels[val_idx], data.class_weights),
-               "lr": opt.param_groups[0]["lr"], "seconds": train_seconds}
-        row["eval_seconds"] = time.perf_counter() - eval_start
+        row = _epoch_row(model, images[val_idx], labels[val_idx], data.class_weights, opt, epoch, steps,
+                         train_loss, train_seconds)
         _save_epoch(run_dir, row, state, model, cfg, opt, sched, gen, device)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, model)
         if progress:
-            tqdm.write(f"epoch {epoch + 1}: loss {row['train_loss']:.4f} val acc {row['val_accuracy']:.4f} "
+            tqdm.write(f"epoch {epoch + 1}: loss {train_loss:.4f} val acc {row['val_accuracy']:.4f} "
                        f"val F1 {row['val_macro_f1']:.4f} ({train_seconds:.0f}s)")
         if stop_after_epochs is not None and state["epoch"] >= stop_after_epochs:
             break
 
     best, _ = load_checkpoint(run_dir / "best.pt", device)
     return best, pd.DataFrame(state["history"])
+
+
+def _epoch_row(model: torch.nn.Module, val_images: np.ndarray, val_labels: np.ndarray, class_weights: torch.Tensor,
+               opt: torch.optim.Optimizer, epoch: int, steps: int, train_loss: float, train_seconds: float) -> dict:
+    """One row of the history: the epoch's training loss and time, then validation and its time."""
+    eval_start = time.perf_counter()
+    row = {"epoch": epoch + 1, "steps": steps, "train_loss": train_loss,
+           **validate(model, val_images, val_labels, class_weights),
+           "lr": opt.param_groups[0]["lr"], "seconds": train_seconds}
+    row["eval_seconds"] = time.perf_counter() - eval_start
+    return row
 
 
 def train_one_epoch(
