@@ -93,3 +93,14 @@ def test_a_table_too_wide_for_the_page_is_split_into_tables_that_repeat_the_firs
     text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     assert text.count("ROWNAME") >= 2 and text.count("first row") == text.count("ROWNAME")
     assert "number 11" in text and export.page_problems(pdf) == []
+
+
+def test_the_reader_gets_a_printed_dict_in_words_and_the_executed_notebook_keeps_it(tmp_path):
+    printed = new_code_cell("print(parts)")
+    printed.outputs = [new_output("stream", name="stdout", text="external parts: {'train': 517, 'tune': 98}\n")]
+    nbformat.write(new_notebook(cells=[new_markdown_cell("# Old run"), printed]), tmp_path / "old.ipynb")
+    before = (tmp_path / "old.ipynb").read_text()
+    pdf = export.export_pdf(export.export_html(tmp_path / "old.ipynb", tmp_path / "old.html"), tmp_path / "old.pdf")
+    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    assert "external parts: train 517 and tune 98" in text and export.page_problems(pdf) == []
+    assert (tmp_path / "old.ipynb").read_text() == before

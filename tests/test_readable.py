@@ -40,3 +40,16 @@ def test_the_same_table_renders_the_same_html_twice():
 def test_settings_say_a_mapping_as_a_phrase():
     table = readable.settings({"image_size": 128, "steps": {"lenet5": 4000, "resnet50": 421}}, ["image_size", "steps"])
     assert table.value.tolist() == ["128", "lenet5 4,000 and resnet50 421"]
+
+
+def test_a_printed_dict_or_list_is_said_as_a_phrase_and_an_index_is_left_alone():
+    said = readable.without_reprs("steps: {'lenet5': 4000, 'alexnet': 1324}; models: ['a.pt', 'b.pt']; "
+                                  "ci [0.93, 0.98]; cams: {'cnn': {'gradcam': 619}}; f(x)[0], {not a literal}")
+    assert said == ("steps: lenet5 4,000 and alexnet 1,324; models: a.pt, b.pt; ci 0.93–0.98; cams: cnn: gradcam 619; "
+                    "f(x)[0], {not a literal}")
+    assert readable.without_reprs("{'glioma': 0.02, 'notumor'...") == "glioma 0.02, notumor..."  # cut by pandas
+
+
+def test_html_keeps_its_tags_and_says_the_dicts_in_its_cells():
+    markup = '<td class="x">{&#x27;notumor&#x27;: 1500}</td><td>a &lt; b</td><p>x[0]</p>'
+    assert readable.html_without_reprs(markup) == '<td class="x">notumor 1,500</td><td>a &lt; b</td><p>x[0]</p>'

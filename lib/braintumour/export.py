@@ -21,7 +21,7 @@ import numpy as np
 from nbconvert import HTMLExporter
 from PIL import Image
 
-from braintumour import files
+from braintumour import files, readable
 
 # What a reader should never meet on a page: Python reprs of dicts, lists of tuples, arrays.
 PYTHON_REPR = re.compile(r"\{'|\['|\[\(|array\(|dtype=")
@@ -104,7 +104,7 @@ def _for_reader(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         if cell.cell_type != "code":
             continue
         # warnings and progress bars are for whoever runs the notebook, not for its reader
-        cell.outputs = [o for o in cell.get("outputs", []) if o.get("name") != "stderr"]
+        cell.outputs = [_said_for_reader(o) for o in cell.get("outputs", []) if o.get("name") != "stderr"]
         images = [i for i, o in enumerate(cell.outputs) if "image/png" in o.get("data", {})]
         captions = []
         for i, name in zip(images, SAVED_FIGURE.findall(cell.source), strict=False):
@@ -115,6 +115,20 @@ def _for_reader(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         for i, caption in reversed(captions):  # from the last, so the earlier positions still hold
             cell.outputs.insert(i + 1, caption)
     return nb
+
+
+def _said_for_reader(output: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """An output with any Python dict or list a notebook printed said as a phrase (`readable`): notebooks
+    print sentences now, and this keeps the reader's copy of one executed before they did free of reprs,
+    the same values in words. The executed notebook keeps what was printed."""
+    if output.get("output_type") == "stream":
+        output.text = readable.without_reprs(output.text)
+    data = output.get("data", {})
+    if "text/markdown" in data:
+        data["text/markdown"] = readable.without_reprs(data["text/markdown"])
+    if "text/html" in data:
+        data["text/html"] = readable.html_without_reprs(data["text/html"])
+    return output
 
 
 def _table_of_contents(body: str) -> str:

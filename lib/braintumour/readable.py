@@ -9,7 +9,10 @@ keep their full precision; only what is shown is rounded.
 
 from __future__ import annotations
 
+import ast
+import html
 import math
+import re
 from collections.abc import Mapping
 from numbers import Integral, Real
 from typing import Any
@@ -125,3 +128,58 @@ def show_figure(name: str, width: int = 720) -> None:
     from braintumour.config import reports_dir
 
     display(Image(filename=str(reports_dir() / "figures" / f"{name}.png"), width=width))
+
+
+def phrase(value: Any, digits: int = DIGITS) -> str:
+    """Any plain Python value as words: a dict as "key value" pairs (nested ones after a colon), a list
+    or tuple as its items, a number by `number`."""
+    if isinstance(value, Mapping):
+        if any(isinstance(v, Mapping) for v in value.values()):
+            return "; ".join(f"{key}: {phrase(v, digits)}" for key, v in value.items())
+        return listing({key: phrase(v, digits) if isinstance(v, list | tuple) else v for key, v in value.items()},
+                       digits)
+    if isinstance(value, list | tuple) and not (len(value) == 2 and all(isinstance(v, Real) for v in value)):
+        return ", ".join(phrase(v, digits) for v in value)
+    return number(value, digits)
+
+
+def _literal_spans(text: str) -> list[tuple[int, int]]:
+    """Outermost balanced {...} and [...] spans of `text`."""
+    spans, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "{[":
+            start, depth = (i if depth == 0 else start), depth + 1
+        elif ch in "}]" and depth:
+            depth -= 1
+            if depth == 0:
+                spans.append((start, i + 1))
+    return spans
+
+
+def without_reprs(text: str) -> str:
+    """`text` with every Python dict or list literal in it (as a notebook once printed it) said as a phrase;
+    anything that does not parse as a literal stays as it is."""
+    for start, end in reversed(_literal_spans(text)):
+        if start and (text[start - 1].isalnum() or text[start - 1] in "_)]"):  # an index, f(x)[0], not a value
+            continue
+        try:
+            value = ast.literal_eval(text[start:end])
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+        if isinstance(value, dict | list) and value:
+            text = text[:start] + phrase(value) + text[end:]
+    # a dict pandas cut short in a table cell ("{'glioma': 0.02, 'notumor'...") cannot be parsed: its keys
+    # and values are said the same way, up to where it was cut
+    return re.sub(r"\{('[^'{}]*'[^{}]*?)(\.\.\.|…)",
+                  lambda m: re.sub(r"'([^']*)'(:\s?)?", lambda k: k.group(1) + (" " if k.group(2) else ""), m.group(1))
+                  + m.group(2), text)
+
+
+def html_without_reprs(markup: str) -> str:
+    """`without_reprs` applied to the text between the tags of `markup` (table cells, paragraphs)."""
+    def said(match: re.Match) -> str:
+        text = html.unescape(match.group(1))
+        new = without_reprs(text)
+        return match.group(0) if new == text else f">{html.escape(new, quote=False)}<"
+
+    return re.sub(r">([^<>]*[\[{][^<>]*)<", said, markup)
