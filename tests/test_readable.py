@@ -53,3 +53,12 @@ def test_a_printed_dict_or_list_is_said_as_a_phrase_and_an_index_is_left_alone()
 def test_html_keeps_its_tags_and_says_the_dicts_in_its_cells():
     markup = '<td class="x">{&#x27;notumor&#x27;: 1500}</td><td>a &lt; b</td><p>x[0]</p>'
     assert readable.html_without_reprs(markup) == '<td class="x">notumor 1,500</td><td>a &lt; b</td><p>x[0]</p>'
+
+
+def test_pandas_row_numbers_leave_a_table_and_named_rows_stay():
+    numbered = pd.DataFrame({"model": ["a", "b"], "accuracy": [0.9, 0.8]}).to_html()
+    shown = readable.html_without_row_numbers(numbered)
+    assert "<th>model</th>" in shown and "<th>0</th>" not in shown and "<th>1</th>" not in shown
+    assert shown.count("<td>") == numbered.count("<td>")  # every value stays
+    named = pd.DataFrame({"accuracy": [0.9]}, index=pd.Index(["custom CNN"])).to_html()
+    assert readable.html_without_row_numbers(named) == named

@@ -118,16 +118,17 @@ def _for_reader(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 def _said_for_reader(output: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """An output with any Python dict or list a notebook printed said as a phrase (`readable`): notebooks
-    print sentences now, and this keeps the reader's copy of one executed before they did free of reprs,
-    the same values in words. The executed notebook keeps what was printed."""
+    """An output with any Python dict or list a notebook printed said as a phrase, and pandas' row numbers
+    left out of its tables (`readable`): notebooks show sentences and readable tables now, and this keeps
+    the reader's copy of one executed before they did free of both, the same values. The executed
+    notebook keeps what was printed."""
     if output.get("output_type") == "stream":
         output.text = readable.without_reprs(output.text)
     data = output.get("data", {})
     if "text/markdown" in data:
         data["text/markdown"] = readable.without_reprs(data["text/markdown"])
     if "text/html" in data:
-        data["text/html"] = readable.html_without_reprs(data["text/html"])
+        data["text/html"] = readable.html_without_row_numbers(readable.html_without_reprs(data["text/html"]))
     return output
 
 

@@ -183,3 +183,19 @@ def html_without_reprs(markup: str) -> str:
         return match.group(0) if new == text else f">{html.escape(new, quote=False)}<"
 
     return re.sub(r">([^<>]*[\[{][^<>]*)<", said, markup)
+
+
+def html_without_row_numbers(markup: str) -> str:
+    """Each pandas table in `markup` whose index is only the row numbers 0, 1, 2, ... (the header's corner
+    cell empty) without that index column; a table whose index names its rows stays as it is."""
+    def dropped(match: re.Match) -> str:
+        table = match.group(0)
+        head, body = table.split("<tbody>", 1) if "<tbody>" in table else (table, "")
+        numbers = re.findall(r"<tr[^>]*>\s*<th[^>]*>([^<]*)</th>", body)
+        if (head.count("<tr") != 1 or not re.search(r"<tr[^>]*>\s*<th[^>]*></th>", head)
+                or numbers != [str(i) for i in range(body.count("<tr"))] or not numbers):
+            return table
+        strip = r"(<tr[^>]*>)\s*<th[^>]*>[^<]*</th>"
+        return re.sub(strip, r"\1", head, count=1) + "<tbody>" + re.sub(strip, r"\1", body)
+
+    return re.sub(r'<table[^>]*class="dataframe"[^>]*>.*?</table>', dropped, markup, flags=re.S)
