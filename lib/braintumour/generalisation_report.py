@@ -165,9 +165,12 @@ def readme_sentence(gen: dict) -> str:
 
     per_seed = gen["shipped_per_seed"].values()
     accuracy = sum(s["kaggle_testing"]["accuracy"] for s in per_seed) / len(per_seed)
-    missed = [k for k, ok in {**gen["leave_one_out_targets_met"], **gen["shipped_targets_met"]}.items() if not ok]
-    verdict = ("every target met, so `predict` uses it" if not missed
-               else f"targets missed: {', '.join(missed)}; so `predict` does not use it")
+    missed = {where: ", ".join(k.replace("_", " ") for k, ok in gen[key].items() if not ok)
+              for where, key in (("left out of training", "leave_one_out_targets_met"),
+                                 ("trained on every collection", "shipped_targets_met"))}
+    verdict = ("every target met, so `predict` uses it" if not any(missed.values())
+               else "targets missed, " + "; ".join(f"{where}: {words}" for where, words in missed.items() if words)
+               + "; so `predict` does not use it")
     saved = {"custom_cnn": "The plain custom CNN on their test parts",
              "custom_cnn_external": "Notebook 08's Br35H variant"}
     before = "".join(f" {words}: {on_test_parts(m)}." for m, words in saved.items() if m in gen["saved_models"])
