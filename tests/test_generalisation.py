@@ -117,3 +117,18 @@ def test_targets_and_tables_read_the_scores():
     assert met == {"brats": True, "oasis": False, "brats_axial": True, "brats_coronal": False}
     table = generalisation_report.held_out_table(loo)  # BraTS, its planes, OASIS
     assert table["value [95% CI]"].iloc[0] == "95.0% [90.0%, 98.0%]" and list(table.met) == [True, True, False, False]
+
+
+def test_the_readme_sentence_names_a_leave_one_out_miss_that_the_shipped_model_met():
+    from braintumour import generalisation_report
+
+    scores = {n: {m: {"value": 0.9}} for n, m in generalisation_report.MEASURE.items()}
+    gen = {"leave_one_out": scores, "saved_models": {},
+           "shipped_per_seed": {"0": {"kaggle_testing": {"accuracy": 0.96}}},
+           "leave_one_out_targets_met": {"brats": False, "oasis": True},
+           "shipped_targets_met": {"brats": True, "kaggle_testing_accuracy": False}}
+    sentence = generalisation_report.readme_sentence(gen)
+    assert "left out of training: brats" in sentence
+    assert "trained on every collection: kaggle testing accuracy" in sentence
+    gen["leave_one_out_targets_met"]["brats"] = gen["shipped_targets_met"]["kaggle_testing_accuracy"] = True
+    assert "every target met" in generalisation_report.readme_sentence(gen)
