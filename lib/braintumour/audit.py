@@ -69,7 +69,7 @@ def duplicate_clusters(n: int, pairs: pd.DataFrame) -> np.ndarray:
 
 
 def describe_pairs(manifest: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
-    """Pairs with each side's split and class, the kind (config.PAIR_KIND_TITLES: within or across the
+    """Pairs with each side's split and class, the kind (titles.PAIR_KIND_TITLES: within or across the
     splits), exactness and label conflict."""
     a, b = manifest.iloc[pairs.i].reset_index(drop=True), manifest.iloc[pairs.j].reset_index(drop=True)
     kind = np.where(

@@ -170,7 +170,7 @@ def head_mask(image: np.ndarray, threshold: int = HEAD_THRESHOLD) -> np.ndarray:
     return ndimage.binary_fill_holes(labelled == largest)
 
 
-# energy_by_region's keys; config.REGION_TITLES names them in tables.
+# energy_by_region's keys; titles.REGION_TITLES names them in tables.
 REGIONS: tuple[str, ...] = ("tumour", "other_head", "outside_head", "border_band")
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from braintumour.config import CLASSES, COLLECTION_TITLES
+from braintumour.config import CLASSES
 from braintumour.models import MODEL_TITLES
+from braintumour.titles import COLLECTION_TITLES
 
 # The measure each collection is scored by (its images hold one label), and the targets of issue #48.
 MEASURE = {"brats": "detected", "br35h": "detected", "oasis": "specificity", "openneuro": "specificity"}

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from braintumour.config import CAM_SOURCE_TITLES, CLASSES
+from braintumour.config import CLASSES
+from braintumour.titles import CAM_SOURCE_TITLES
 
 ModelBuilder = Callable[..., nn.Module]
 

@@ -13,7 +13,8 @@ import seaborn as sns
 from sklearn.metrics import roc_curve
 
 from braintumour.calibration import reliability_curve
-from braintumour.config import CLASS_TITLES, CLASSES
+from braintumour.config import CLASSES
+from braintumour.titles import CLASS_TITLES
 
 TITLES = [CLASS_TITLES[c] for c in CLASSES]
 

@@ -94,7 +94,7 @@ def class_weights(labels: np.ndarray, method: str = "inverse") -> np.ndarray:
     raise ValueError(f"unknown class-weight method {method!r}; use 'inverse', 'effective' or 'none'")
 
 
-# Ids of `source_groups`; their titles are config.SOURCE_GROUP_TITLES.
+# Ids of `source_groups`; their titles are titles.SOURCE_GROUP_TITLES.
 SOURCE_GROUPS: dict[int, str] = {0: "size_512", 1: "other_size"}
 
 

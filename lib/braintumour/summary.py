@@ -9,9 +9,10 @@ from pathlib import Path
 import pandas as pd
 
 from braintumour import files, generalisation_report, record
-from braintumour.config import BASELINES, CAM_SCORES, SUBSET_TITLES, metrics_dir
+from braintumour.config import BASELINES, CAM_SCORES, metrics_dir
 from braintumour.models import MODEL_TITLES
 from braintumour.record import ModelRecord
+from braintumour.titles import SUBSET_TITLES
 
 # Quoted from the papers (docs/references.md), not re-run: accuracy on the same Kaggle Testing split.
 LITERATURE = [
