@@ -117,10 +117,9 @@ def border_dark_share(image: np.ndarray) -> float:
 def refusal(image: np.ndarray, colour_share: float, size: tuple[int, int]) -> str | None:
     """Why a file is not a brain MRI slice, or None where no rule refuses it: `image` is the model's uint8
     input made from it, `colour_share` and `size` (width, height) what `colour_and_size` says of it."""
-    share, (width, height) = colour_share, size
-    if share > MAX_COLOUR_SHARE:
-        return f"a colour image: {share:.0%} of its pixels are coloured; MRI slices are grey"
-    own = content(image, width, height)
+    if colour_share > MAX_COLOUR_SHARE:
+        return f"a colour image: {colour_share:.0%} of its pixels are coloured; MRI slices are grey"
+    own = content(image, *size)
     if (std := float(own.std())) < MIN_STD:
         return f"blank: nearly constant (standard deviation {std:.1f} grey levels)"
     dark, median = border_dark_share(own), float(np.median(border(own)))

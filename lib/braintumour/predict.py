@@ -233,7 +233,6 @@ def read_checked_scan(path: Path, size: int) -> np.ndarray:
 
 def _read(path: Path, size: int, check: bool) -> np.ndarray:
     data = read_image_bytes(path)  # missing, not a regular file, empty, too large: one line each
-    looks = None  # the colour share and size the input check reads, taken before the grey conversion
     try:
         with warnings.catch_warnings():  # a decoder's complaint about a file it still decodes is not a result line
             warnings.simplefilter("ignore")
@@ -242,6 +241,7 @@ def _read(path: Path, size: int, check: bool) -> np.ndarray:
                 looks = inputcheck.dicom_colour_and_size(data) if check else None
             else:
                 decoded = decode_image(data, source=path)
+                # what the input check reads, taken before `to_grey` turns the image by its EXIF tag
                 looks = inputcheck.colour_and_size(decoded) if check else None
                 grey = to_grey(decoded, source=path)
             if grey.width < 8 or grey.height < 8:
