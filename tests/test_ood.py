@@ -12,6 +12,7 @@ from tiny import tiny_config
 
 from braintumour import data, inputcheck, ood, predict, splits
 from braintumour.checkpoints import load_checkpoint, save_checkpoint
+from braintumour.evaluate import predict_logits
 from braintumour.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,16 +45,17 @@ def test_threshold_flags_at_most_the_share_even_with_ties(n):
 def _detector(dim=8, method="mahalanobis") -> ood.OodDetector:
     rng = np.random.default_rng(0)
     a = rng.normal(size=(dim, dim))
+    arrays = {"mahalanobis": {"means": rng.normal(size=(4, dim)), "precision": a @ a.T + np.eye(dim)},
+              "knn": {"bank": rng.normal(size=(30, dim)).astype(np.float32)}}.get(method, {})
     return ood.OodDetector(
         method=method, threshold=3.5, fitted_on="train", n_fit=100, thresholded_on="val", n_threshold=50,
         max_validation_flagged=0.02, validation_flagged=0.02, feature_dim=dim, data_fingerprint="f", git_commit="c",
-        means=rng.normal(size=(4, dim)) if method == "mahalanobis" else None,
-        precision=a @ a.T + np.eye(dim) if method == "mahalanobis" else None)
+        neighbours=3 if method == "knn" else 0, features=ood.FEATURES[method], arrays=arrays)
 
 
 def test_sidecar_round_trip(tmp_path):
     model_path = tmp_path / "m.pt"
-    for method in ood.METHODS:
+    for method in ("mahalanobis", "knn", "energy"):
         d = _detector(method=method)
         ood.save_detector(model_path, d)
         back = ood.load_detector(model_path)
@@ -66,7 +68,7 @@ def test_sidecar_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("fault", ["not json", "schema", "missing field", "nan threshold", "infinite", "method",
-                                   "bool", "nan array", "shape", "checksum", "no arrays"])
+                                   "bool", "nan array", "shape", "checksum", "no arrays", "features"])
 def test_a_bad_sidecar_is_named_not_used(tmp_path, fault):
     model_path = tmp_path / "m.pt"
     ood.save_detector(model_path, _detector())
@@ -84,11 +86,46 @@ def test_a_bad_sidecar_is_named_not_used(tmp_path, fault):
     else:
         record |= {"schema": {"schema": 99}, "missing field": {}, "nan threshold": {"threshold": float("nan")},
                    "infinite": {"n_fit": float("inf")}, "method": {"method": "magic"},
-                   "bool": {"threshold": True}}[fault]
+                   "bool": {"threshold": True}, "features": {"features": "pixels"}}[fault]
         record.pop("feature_dim") if fault == "missing field" else None
         json_path.write_text(json.dumps(record))
     with pytest.raises(ood.OodFileError, match=r"m\.ood\.(json|npz)"):
         ood.load_detector(model_path)
+
+
+@pytest.mark.parametrize("fault", ["k zero", "k bool", "fewer features than k", "bank shape", "bank checksum"])
+def test_a_bad_knn_sidecar_is_named_not_used(tmp_path, fault):
+    model_path = tmp_path / "m.pt"
+    ood.save_detector(model_path, _detector(method="knn"))
+    json_path, npz_path = ood.ood_paths(model_path)
+    record, bank = json.loads(json_path.read_text()), np.load(npz_path)["bank"]
+    if fault.startswith("k "):
+        json_path.write_text(json.dumps(record | {"neighbours": 0 if fault == "k zero" else True}))
+    elif fault == "fewer features than k":
+        json_path.write_text(json.dumps(record | {"neighbours": 31}))
+    else:
+        np.savez(npz_path, bank=bank[:, :4] if fault == "bank shape" else bank * 2)
+    with pytest.raises(ood.OodFileError, match=r"m\.ood\.(json|npz)"):
+        ood.load_detector(model_path)
+
+
+def test_stage_statistics_are_each_stage_mean_and_spread():
+    """The "stages" features: per stage, the channel means then standard deviations of its output, from
+    the same forward pass as the logits."""
+    torch.manual_seed(0)
+    model = build_model("custom_cnn").eval()
+    images = np.random.default_rng(0).integers(0, 256, (3, 64, 64), dtype=np.uint8)
+    logits, feats = ood.logits_and_features(model, images, kind="stages")
+    outputs = []
+    hooks = [m.register_forward_hook(lambda _m, _a, o: outputs.append(o.float())) for m in ood.stages(model)]
+    np.testing.assert_allclose(predict_logits(model, images), logits, atol=1e-5)
+    for h in hooks:
+        h.remove()
+    want = torch.cat([torch.cat([o.mean((2, 3)), o.std((2, 3))], 1) for o in outputs], 1).detach().numpy()
+    assert feats.shape == (3, ood.feature_dim(model, "stages")) == want.shape
+    np.testing.assert_allclose(feats, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="no stages registered for LeNet5"):
+        ood.logits_and_features(build_model("lenet5"), images, kind="stages")
 
 
 def test_a_detector_for_other_features_is_refused(tmp_path):
@@ -105,9 +142,23 @@ def test_fit_detector_thresholds_on_validation():
     model = build_model("lenet5").eval()
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (200, 32, 32), dtype=np.uint8), np.repeat(np.arange(4), 50)
-    d = ood.fit_detector(model, (images, labels), rng.integers(0, 256, (150, 32, 32), dtype=np.uint8))
+    d = ood.fit_detector(model, (images, labels), rng.integers(0, 256, (150, 32, 32), dtype=np.uint8), "mahalanobis")
     assert d.method == "mahalanobis" and d.feature_dim == 84 and d.n_fit == 200 and d.n_threshold == 150
-    assert d.validation_flagged <= 0.02 and np.isfinite(d.means).all() and np.isfinite(d.precision).all()
+    assert d.validation_flagged <= 0.02 and all(np.isfinite(a).all() for a in d.arrays.values())
+
+
+def test_fit_knn_detector_on_stage_statistics():
+    torch.manual_seed(0)
+    model = build_model("custom_cnn").eval()
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (80, 32, 32), dtype=np.uint8), np.repeat(np.arange(4), 20)
+    d = ood.fit_detector(model, (images, labels), rng.integers(0, 256, (100, 32, 32), dtype=np.uint8), "knn",
+                         neighbours=2)
+    assert (d.features, d.neighbours, d.feature_dim) == ("stages", 2, ood.feature_dim(model, "stages"))
+    assert d.arrays["bank"].shape == (80, d.feature_dim) and d.validation_flagged <= 0.02
+    # A training image is its own nearest neighbour: with k = 1 its distance is zero.
+    k1 = ood.fit_detector(model, (images, labels), images[:50], "knn", neighbours=1)
+    assert k1.score(*ood.logits_and_features(model, images[:5], kind="stages")) == pytest.approx(0, abs=1e-3)
 
 
 def _committed(name: str, dataset: data.Dataset) -> ood.OodDetector:
@@ -128,9 +179,9 @@ def test_committed_detectors_flag_at_most_two_percent_of_validation(name, datase
     model, payload = load_checkpoint(MODELS / f"{name}.pt")
     images = data.load_images(dataset, payload["config"]["image_size"])
     val = images[splits.load_split(dataset).val]
-    _, flags = detector.apply(*ood.logits_and_features(model, val))
+    _, flags = detector.apply(*ood.logits_and_features(model, val, kind=detector.features))
     assert flags.mean() == pytest.approx(detector.validation_flagged) and flags.mean() <= 0.02
-    assert detector.method == "mahalanobis" and detector.n_threshold == len(val)
+    assert detector.n_threshold == len(val)
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +217,11 @@ def test_content_is_the_image_without_its_padding():
     image[32:96] = 255  # a 2:1 white image, padded above and below
     assert inputcheck.content(image, 200, 100).min() == 255
     assert inputcheck.content(image, 100, 100).shape == (128, 128)
+
+
+def test_the_command_line_offers_every_method():
+    from braintumour.__main__ import _parser
+
+    action = next(a for a in _parser()._subparsers._group_actions[0].choices["ood-fit"]._actions
+                  if a.dest == "method")
+    assert sorted(action.choices) == sorted(ood.METHODS) and action.default is None

@@ -12,12 +12,17 @@ Detection based on PyTorch", CVPR Workshops):
   Out-of-Distribution Samples and Adversarial Attacks", NeurIPS).
 - "energy": the free energy -logsumexp(logits) (Liu et al., 2020, "Energy-based Out-of-distribution
   Detection", NeurIPS); needs no fitting beyond the threshold.
-Higher is more unfamiliar for both (pytorch-ood's convention). Which one each model uses is chosen by a
-measured comparison (docs/predict.md): Mahalanobis for every committed model.
+- "knn": the distance to the k-th nearest training image in unit-normalised features (Sun et al., 2022,
+  "Out-of-Distribution Detection with Deep Nearest Neighbors", ICML), here on *stage statistics*: the
+  channel mean and standard deviation of every stage's output, so that an image's look (contrast,
+  skull, background) counts as well as what the last layer makes of it.
+Higher is more unfamiliar for all three (pytorch-ood's convention). Which one predict's models use was
+chosen on validation and on the collections' `tune` parts (`experiments/ood_screen.py`, docs/predict.md).
 
 The fitted detector is stored beside the model, like the temperature (`calibration`):
-`<model>.ood.json` (method, threshold, provenance, the arrays' SHA-256) and, for Mahalanobis,
-`<model>.ood.npz` (class means and precision matrix). Both are written atomically and checked on load.
+`<model>.ood.json` (method, threshold, provenance, the arrays' SHA-256) and, for Mahalanobis and KNN,
+`<model>.ood.npz` (class means and precision matrix; the training features). Both are written
+atomically and checked on load.
 """
 
 from __future__ import annotations
@@ -39,8 +44,14 @@ from braintumour import files
 from braintumour.evaluate import predict_logits
 from braintumour.models import BrainTumourCNN, LeNet5, MaskGuidedCNN
 
-METHODS = ("mahalanobis", "energy")
-DEFAULT_METHOD = "mahalanobis"
+METHODS = ("mahalanobis", "energy", "knn")
+DEFAULT_METHOD = "knn"
+KNN_NEIGHBOURS = 1  # the k of "knn" (experiments/ood_screen.py)
+# The features a method reads by default: the penultimate layer's input, or every stage's statistics.
+FEATURES = {"mahalanobis": "penultimate", "energy": "penultimate", "knn": "stages"}
+FEATURE_KINDS = ("penultimate", "stages")
+# The fitted arrays each method stores in its `.ood.npz`.
+ARRAYS: dict[str, tuple[str, ...]] = {"mahalanobis": ("means", "precision"), "energy": (), "knn": ("bank",)}
 MAX_VALIDATION_FLAGGED = 0.02  # the issue's rule: at most 2% of validation images flagged unfamiliar
 SCHEMA = 1
 
@@ -70,31 +81,66 @@ def penultimate_layer(model: nn.Module) -> nn.Module:
     raise ValueError(f"no penultimate layer registered for {type(model).__name__}")
 
 
+def stages(model: nn.Module) -> list[nn.Module]:
+    """The custom CNN's stem and four stages (the mask-guided CNN's too: it shares them), whose outputs'
+    statistics are the "stages" features."""
+    if isinstance(model, BrainTumourCNN):
+        return [model.stem, model.stage1, model.stage2, model.stage3, model.stage4]
+    raise ValueError(f"no stages registered for {type(model).__name__}; use --method mahalanobis or energy")
+
+
+def feature_dim(model: nn.Module, kind: str) -> int:
+    """The length of a model's feature vector of `kind` ("penultimate" or "stages")."""
+    if kind == "penultimate":
+        return penultimate_layer(model).weight.shape[1]
+    return sum(2 * [m for m in stage.modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features
+               for stage in stages(model))
+
+
 def _pooled(x: torch.Tensor) -> torch.Tensor:
     return x.mean(dim=(2, 3)) if x.dim() == 4 else x
 
 
+def _statistics(x: torch.Tensor) -> torch.Tensor:
+    x = x.detach().float()
+    return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], dim=1).cpu()
+
+
 @contextmanager
-def captured_features(model: nn.Module) -> Iterator[list[torch.Tensor]]:
-    """Collect the penultimate features of every forward pass inside the block, in order: a forward
-    pre-hook on `penultimate_layer`, so the features come from the same pass as the logits (no second
-    forward, no copy of the model's code). Dropout sits before that layer but is off in eval mode."""
+def captured_features(model: nn.Module, kind: str = "penultimate") -> Iterator[list[torch.Tensor]]:
+    """Collect the features of every forward pass inside the block, in order, from hooks, so that they
+    come from the same pass as the logits (no second forward, no copy of the model's code):
+    - "penultimate": a forward pre-hook on `penultimate_layer` (dropout sits before it, off in eval mode);
+    - "stages": forward hooks on each of `stages`, each batch the stages' statistics side by side."""
     batches: list[torch.Tensor] = []
-    hook = penultimate_layer(model).register_forward_pre_hook(
-        lambda _module, args: batches.append(_pooled(args[0]).detach().float().cpu()))
+    if kind == "penultimate":
+        hooks = [penultimate_layer(model).register_forward_pre_hook(
+            lambda _module, args: batches.append(_pooled(args[0]).detach().float().cpu()))]
+    else:
+        per_stage: list[torch.Tensor] = []
+        modules = stages(model)
+
+        def keep(module: nn.Module, _args, output: torch.Tensor) -> None:
+            per_stage.append(_statistics(output))
+            if module is modules[-1]:
+                batches.append(torch.cat(per_stage, dim=1))
+                per_stage.clear()
+
+        hooks = [m.register_forward_hook(keep) for m in modules]
     try:
         yield batches
     finally:
-        hook.remove()
+        for hook in hooks:
+            hook.remove()
 
 
-def logits_and_features(model: nn.Module, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Logits (N, 4), exactly `evaluate.predict_logits`'s, and penultimate features (N, D) of uint8
-    images (N, H, W), from one forward pass per batch."""
-    with captured_features(model) as batches:
+def logits_and_features(model: nn.Module, images: np.ndarray, batch_size: int = 64, kind: str = "penultimate"
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (N, 4), exactly `evaluate.predict_logits`'s, and features (N, D) of `kind` of uint8 images
+    (N, H, W), from one forward pass per batch."""
+    with captured_features(model, kind) as batches:
         logits = predict_logits(model, images, batch_size)
-    dim = penultimate_layer(model).weight.shape[1]
-    feats = torch.cat(batches).numpy() if batches else np.zeros((0, dim), dtype=np.float32)
+    feats = torch.cat(batches).numpy() if batches else np.zeros((0, feature_dim(model, kind)), dtype=np.float32)
     return logits, feats
 
 
@@ -124,14 +170,25 @@ def fit_mahalanobis(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarra
     return detector.mu.numpy().astype(np.float64), detector.precision.numpy().astype(np.float64) * len(features)
 
 
-def score(method: str, logits: np.ndarray, features: np.ndarray, means: np.ndarray | None = None,
-          precision: np.ndarray | None = None) -> np.ndarray:
-    """Unfamiliar score per image, higher is more unfamiliar (float64, (N,))."""
+def _knn(bank: np.ndarray, neighbours: int):
+    """pytorch-ood's KNN detector over the stored training features (it normalises them to unit length)."""
+    from pytorch_ood.detector import KNN
+
+    z = torch.as_tensor(bank, dtype=torch.float32)
+    return KNN(None, k=neighbours).fit_features(z, torch.zeros(len(z), dtype=torch.long))
+
+
+def score(method: str, logits: np.ndarray, features: np.ndarray, arrays: dict[str, np.ndarray] | None = None,
+          neighbours: int = 0) -> np.ndarray:
+    """Unfamiliar score per image, higher is more unfamiliar (float64, (N,)); `arrays` the fitted ones
+    (`ARRAYS[method]`), `neighbours` the k of "knn"."""
     if len(logits) == 0:
         return np.zeros(0)
+    z = torch.as_tensor(features, dtype=torch.float32)
     if method == "mahalanobis":
-        z = torch.as_tensor(features, dtype=torch.float32)
-        return _mahalanobis(means, precision).predict_features(z).numpy().astype(np.float64)
+        return _mahalanobis(arrays["means"], arrays["precision"]).predict_features(z).numpy().astype(np.float64)
+    if method == "knn":
+        return _knn(arrays["bank"], neighbours).predict_features(z).numpy().astype(np.float64)
     if method == "energy":
         from pytorch_ood.detector import EnergyBased
 
@@ -155,8 +212,9 @@ def threshold_for_share(scores: np.ndarray, max_share: float = MAX_VALIDATION_FL
 class OodDetector:
     """What `predict` needs beside a model to flag unfamiliar images, and where it was fitted.
 
-    An image is *unfamiliar* when its score is above `threshold`. `means` and `precision` are the
-    Mahalanobis parameters (None for energy), stored in the `.ood.npz` beside the `.ood.json`."""
+    An image is *unfamiliar* when its score is above `threshold`. `arrays` are the fitted ones the method
+    needs (`ARRAYS`: Mahalanobis's class means and precision matrix, KNN's training features), stored in
+    the `.ood.npz` beside the `.ood.json`; `neighbours` is KNN's k (0 for the others)."""
 
     method: str
     threshold: float
@@ -169,11 +227,12 @@ class OodDetector:
     feature_dim: int
     data_fingerprint: str
     git_commit: str
-    means: np.ndarray | None = field(default=None, repr=False, compare=False)
-    precision: np.ndarray | None = field(default=None, repr=False, compare=False)
+    neighbours: int = 0
+    features: str = "penultimate"  # what `logits_and_features` gives the score (`FEATURE_KINDS`)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def score(self, logits: np.ndarray, features: np.ndarray) -> np.ndarray:
-        return score(self.method, logits, features, self.means, self.precision)
+        return score(self.method, logits, features, self.arrays, self.neighbours)
 
     def apply(self, logits: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The score and the unfamiliar flag per image."""
@@ -187,11 +246,11 @@ def ood_paths(model_path: Path) -> tuple[Path, Path]:
     return model_path.with_suffix(".ood.json"), model_path.with_suffix(".ood.npz")
 
 
-def _arrays_sha256(means: np.ndarray, precision: np.ndarray) -> str:
+def _arrays_sha256(arrays: list[np.ndarray]) -> str:
     h = hashlib.sha256()
-    for a in (means, precision):
+    for a in arrays:
         h.update(str(a.shape).encode())
-        h.update(np.ascontiguousarray(a, dtype="<f8").tobytes())
+        h.update(np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes())
     return h.hexdigest()
 
 
@@ -199,14 +258,14 @@ def save_detector(model_path: Path, detector: OodDetector) -> Path:
     """Write the detector beside the model, atomically: the arrays first, then the JSON that names their
     checksum, so that a reader never pairs a new JSON with old arrays."""
     json_path, npz_path = ood_paths(model_path)
-    record = {"schema": SCHEMA, **{k: v for k, v in asdict(detector).items() if k not in ("means", "precision")}}
-    if detector.method == "mahalanobis":
-        means = np.asarray(detector.means, dtype=np.float64)
-        precision = np.asarray(detector.precision, dtype=np.float64)
+    record = {"schema": SCHEMA, **{k: v for k, v in asdict(detector).items() if k != "arrays"}}
+    names = ARRAYS[detector.method]
+    if names:
+        arrays = {k: np.asarray(detector.arrays[k], dtype=ARRAY_DTYPES[k]) for k in names}
         buffer = io.BytesIO()
-        np.savez(buffer, means=means, precision=precision)
+        np.savez(buffer, **arrays)
         files.write_bytes(npz_path, buffer.getvalue())
-        record["arrays_sha256"] = _arrays_sha256(means, precision)
+        record["arrays_sha256"] = _arrays_sha256(list(arrays.values()))
     else:
         npz_path.unlink(missing_ok=True)
     return files.write_json(json_path, record)
@@ -215,10 +274,12 @@ def save_detector(model_path: Path, detector: OodDetector) -> Path:
 _FIELDS = {"method": str, "threshold": float, "fitted_on": str, "n_fit": int, "thresholded_on": str,
            "n_threshold": int, "max_validation_flagged": float, "validation_flagged": float, "feature_dim": int,
            "data_fingerprint": str, "git_commit": str}
+ARRAY_DTYPES = {"means": np.float64, "precision": np.float64, "bank": np.float32}
 
 
 def _checked_record(path: Path) -> dict:
-    """The JSON's fields, each present, of its type and finite; the schema and method known."""
+    """The JSON's fields, each present, of its type and finite; the schema and method known; KNN's k a
+    positive integer (absent for the other methods: 0)."""
     try:
         record = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as e:
@@ -232,25 +293,39 @@ def _checked_record(path: Path) -> dict:
             raise OodFileError(f"{path}: field {name!r} is {value!r}, expected a finite {kind.__name__}")
     if record["method"] not in METHODS:
         raise OodFileError(f"{path}: unknown method {record['method']!r} (known: {', '.join(METHODS)})")
+    k = record.setdefault("neighbours", 0)
+    if record["method"] == "knn" and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+        raise OodFileError(f"{path}: field 'neighbours' is {k!r}, expected a positive integer for knn")
+    if record.setdefault("features", "penultimate") not in FEATURE_KINDS:
+        raise OodFileError(f"{path}: unknown features {record['features']!r} (known: {', '.join(FEATURE_KINDS)})")
     return record
 
 
-def _checked_arrays(npz_path: Path, record: dict) -> tuple[np.ndarray, np.ndarray]:
-    """The Mahalanobis arrays: shapes matching the JSON's feature size, finite, and the checksum it names."""
-    d = record["feature_dim"]
+def _expected_shapes(method: str, d: int) -> dict[str, tuple]:
+    return {"mahalanobis": {"means": (None, d), "precision": (d, d)}, "knn": {"bank": (None, d)}}[method]
+
+
+def _checked_arrays(npz_path: Path, record: dict) -> dict[str, np.ndarray]:
+    """The method's arrays: shapes matching the JSON's feature size, finite, and the checksum it names."""
+    expected = _expected_shapes(record["method"], record["feature_dim"])
     try:
         with np.load(npz_path, allow_pickle=False) as z:
-            means, precision = np.asarray(z["means"], dtype=np.float64), np.asarray(z["precision"], dtype=np.float64)
+            arrays = {k: np.asarray(z[k], dtype=ARRAY_DTYPES[k]) for k in expected}
     except (OSError, KeyError, ValueError, EOFError) as e:
-        raise OodFileError(f"{npz_path}: unreadable Mahalanobis arrays ({e})") from e
-    if means.ndim != 2 or means.shape[1] != d or precision.shape != (d, d):
-        raise OodFileError(f"{npz_path}: arrays of shapes {means.shape}, {precision.shape}; "
-                           f"expected (C, {d}), ({d}, {d})")
-    if not (np.isfinite(means).all() and np.isfinite(precision).all()):
-        raise OodFileError(f"{npz_path}: arrays hold non-finite values")
-    if record.get("arrays_sha256") != _arrays_sha256(means, precision):
+        raise OodFileError(f"{npz_path}: unreadable {record['method']} arrays ({e})") from e
+    for k, shape in expected.items():
+        a = arrays[k]
+        if a.ndim != 2 or any(want is not None and got != want for got, want in zip(a.shape, shape, strict=True)):
+            raise OodFileError(f"{npz_path}: array {k!r} of shape {a.shape}; expected "
+                               f"({', '.join('N' if w is None else str(w) for w in shape)})")
+        if not np.isfinite(a).all():
+            raise OodFileError(f"{npz_path}: array {k!r} holds non-finite values")
+    if record.get("arrays_sha256") != _arrays_sha256(list(arrays.values())):
         raise OodFileError(f"{npz_path}: arrays do not match the checksum in {npz_path.with_suffix('.json').name}")
-    return means, precision
+    if record["method"] == "knn" and len(arrays["bank"]) < record["neighbours"]:
+        raise OodFileError(f"{npz_path}: {len(arrays['bank'])} training features, "
+                           f"fewer than k = {record['neighbours']}")
+    return arrays
 
 
 def load_detector(model_path: Path) -> OodDetector | None:
@@ -260,13 +335,17 @@ def load_detector(model_path: Path) -> OodDetector | None:
     if not json_path.is_file():
         return None
     record = _checked_record(json_path)
-    arrays = _checked_arrays(npz_path, record) if record["method"] == "mahalanobis" else (None, None)
-    return OodDetector(**{k: record[k] for k in _FIELDS}, means=arrays[0], precision=arrays[1])
+    arrays = _checked_arrays(npz_path, record) if ARRAYS[record["method"]] else {}
+    return OodDetector(**{k: record[k] for k in _FIELDS}, neighbours=record["neighbours"],
+                       features=record["features"], arrays=arrays)
 
 
 def check_model(detector: OodDetector, model: nn.Module, model_path: Path) -> None:
-    """OodFileError where the detector was fitted on features of another size than the model gives."""
-    dim = penultimate_layer(model).weight.shape[1]
+    """OodFileError where the detector was fitted on features the model cannot give, or of another size."""
+    try:
+        dim = feature_dim(model, detector.features)
+    except ValueError as e:
+        raise OodFileError(f"{ood_paths(model_path)[0]}: {e}") from e
     if detector.feature_dim != dim:
         raise OodFileError(f"{ood_paths(model_path)[0]}: fitted on {detector.feature_dim} features, the model "
                            f"gives {dim}; fit it again (python -m braintumour ood-fit --model {model_path})")
@@ -275,28 +354,39 @@ def check_model(detector: OodDetector, model: nn.Module, model_path: Path) -> No
 # --------------------------------------------------------------------------- fitting
 
 
+def fit_arrays(method: str, features: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """The arrays of `method` (`ARRAYS`) fitted on training features and labels."""
+    if method == "mahalanobis":
+        means, precision = fit_mahalanobis(features, labels)
+        return {"means": means, "precision": precision}
+    if method == "knn":
+        return {"bank": np.asarray(features, dtype=np.float32)}
+    return {}
+
+
 def fit_detector(model: nn.Module, train: tuple[np.ndarray, np.ndarray], validation: np.ndarray,
                  method: str = DEFAULT_METHOD, *, data_fingerprint: str = "", git_commit: str = "",
-                 max_share: float = MAX_VALIDATION_FLAGGED) -> OodDetector:
+                 max_share: float = MAX_VALIDATION_FLAGGED, neighbours: int = KNN_NEIGHBOURS,
+                 features: str | None = None) -> OodDetector:
     """Fit on the training images `train` = (uint8 images, labels), threshold on the validation images so
-    that at most `max_share` of them are flagged."""
+    that at most `max_share` of them are flagged; `features` (default: the method's, `FEATURES`) what the
+    score reads."""
     if method not in METHODS:
         raise ValueError(f"unknown OOD method {method!r}; known: {', '.join(METHODS)}")
     images, labels = train
-    means = precision = None
-    if method == "mahalanobis":
-        means, precision = fit_mahalanobis(logits_and_features(model, images, 256)[1], labels)
-    val_scores = score(method, *logits_and_features(model, validation, 256), means, precision)
+    kind, k = features or FEATURES[method], neighbours if method == "knn" else 0
+    arrays = fit_arrays(method, logits_and_features(model, images, 256, kind)[1], labels) if ARRAYS[method] else {}
+    val_scores = score(method, *logits_and_features(model, validation, 256, kind), arrays, k)
     threshold = threshold_for_share(val_scores, max_share)
     return OodDetector(
         method=method, threshold=threshold, fitted_on="Kaggle Training, training part of the split",
         n_fit=len(images), thresholded_on="Kaggle Training, validation part of the split", n_threshold=len(validation),
         max_validation_flagged=max_share, validation_flagged=float((val_scores > threshold).mean()),
-        feature_dim=penultimate_layer(model).weight.shape[1], data_fingerprint=data_fingerprint,
-        git_commit=git_commit, means=means, precision=precision)
+        feature_dim=feature_dim(model, kind), data_fingerprint=data_fingerprint,
+        git_commit=git_commit, neighbours=k, features=kind, arrays=arrays)
 
 
-def fit_for_model(model_path: Path, method: str = DEFAULT_METHOD) -> OodDetector:
+def fit_for_model(model_path: Path, method: str | None = None) -> OodDetector:
     """Fit the detector of a model file on the Kaggle set (its split, the model's image size), write it
     beside the model (`save_detector`) and return it: what `python -m braintumour ood-fit` runs."""
     from braintumour import data, reporting, splits
@@ -307,7 +397,8 @@ def fit_for_model(model_path: Path, method: str = DEFAULT_METHOD) -> OodDetector
     images = data.load_images(kaggle, payload["config"]["image_size"])
     labels = kaggle.manifest.label.to_numpy()
     split = splits.load_split(kaggle)
-    detector = fit_detector(model, (images[split.train], labels[split.train]), images[split.val], method,
-                            data_fingerprint=kaggle.fingerprint, git_commit=reporting.git_commit())
+    detector = fit_detector(model, (images[split.train], labels[split.train]), images[split.val],
+                            method or DEFAULT_METHOD, data_fingerprint=kaggle.fingerprint,
+                            git_commit=reporting.git_commit())
     save_detector(model_path, detector)
     return detector

@@ -306,7 +306,7 @@ def _calibrated(model, images: np.ndarray, calibration: Calibration | None,
     if detector is None:
         logits, unfamiliar = predict_logits(model, images), [(None, None)] * len(images)
     else:
-        logits, features = ood.logits_and_features(model, images)
+        logits, features = ood.logits_and_features(model, images, kind=detector.features)
         scores, flags = detector.apply(logits, features)
         unfamiliar = [(float(s), bool(f)) for s, f in zip(scores, flags, strict=True)]
     if calibration is None:
