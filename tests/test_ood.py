@@ -10,9 +10,11 @@ import torch
 from nonbrain import nonbrain_images
 from tiny import tiny_config
 
-from braintumour import data, inputcheck, ood, predict, splits
-from braintumour.checkpoints import load_checkpoint, save_checkpoint
-from braintumour.models import build_model
+from braintumour import inputcheck, predict
+from braintumour.analysis import ood
+from braintumour.datasets import kaggle, splits
+from braintumour.training.checkpoints import load_checkpoint, save_checkpoint
+from braintumour.training.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "reports" / "models"
@@ -110,7 +112,7 @@ def test_fit_detector_thresholds_on_validation():
     assert d.validation_flagged <= 0.02 and np.isfinite(d.means).all() and np.isfinite(d.precision).all()
 
 
-def _committed(name: str, dataset: data.Dataset) -> ood.OodDetector:
+def _committed(name: str, dataset: kaggle.Dataset) -> ood.OodDetector:
     model_path = MODELS / f"{name}.pt"
     detector = ood.load_detector(model_path) if model_path.is_file() else None
     if detector is None:
@@ -126,7 +128,7 @@ def test_committed_detectors_flag_at_most_two_percent_of_validation(name, datase
     library, flag the share recorded, at most 2%."""
     detector = _committed(name, dataset)
     model, payload = load_checkpoint(MODELS / f"{name}.pt")
-    images = data.load_images(dataset, payload["config"]["image_size"])
+    images = kaggle.load_images(dataset, payload["config"]["image_size"])
     val = images[splits.load_split(dataset).val]
     _, flags = detector.apply(*ood.logits_and_features(model, val))
     assert flags.mean() == pytest.approx(detector.validation_flagged) and flags.mean() <= 0.02
