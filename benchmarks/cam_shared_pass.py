@@ -15,8 +15,8 @@ import time
 import numpy as np
 import torch
 
-from braintumour import explain
-from braintumour.models import build_model
+from braintumour.analysis import explain
+from braintumour.training.models import build_model
 
 METHODS = list(explain.SHARED_PASS_METHODS)
 

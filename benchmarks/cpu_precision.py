@@ -31,12 +31,12 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from braintumour.device import choose_device, describe
-from braintumour.losses import batch_loss
-from braintumour.models import build_model, model_spec
-from braintumour.profiles import get_profile
-from braintumour.recipes import TrainConfig
-from braintumour.transforms import Augment
+from braintumour.training.device import choose_device, describe
+from braintumour.training.losses import batch_loss
+from braintumour.training.models import build_model, model_spec
+from braintumour.training.profiles import get_profile
+from braintumour.training.recipes import TrainConfig
+from braintumour.training.transforms import Augment
 
 
 def step_seconds(model: torch.nn.Module, loss_of: Callable[[torch.nn.Module], torch.Tensor], lr: float,

@@ -16,10 +16,12 @@ import json
 import time
 from pathlib import Path
 
-from braintumour import data, evaluate, runs, splits
-from braintumour.device import choose_device, describe
-from braintumour.profiles import get_profile, profile_precision
-from braintumour.recipes import baseline_config, custom_cnn_config
+from braintumour.analysis import evaluate
+from braintumour.datasets import kaggle, splits
+from braintumour.training import runs
+from braintumour.training.device import choose_device, describe
+from braintumour.training.profiles import get_profile, profile_precision
+from braintumour.training.recipes import baseline_config, custom_cnn_config
 
 
 def main() -> None:
@@ -29,8 +31,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("build/gpu_check"))
     args = ap.parse_args()
     params = get_profile(args.profile)
-    dataset = data.load_dataset()
-    images = data.load_images(dataset, params["image_size"])
+    dataset = kaggle.load_dataset()
+    images = kaggle.load_images(dataset, params["image_size"])
     labels = dataset.manifest.label.to_numpy()
     split = splits.load_split(dataset, per_class_limit=params["per_class_limit"])
     weights = splits.class_weights(labels[split.train])

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from braintumour import data, predict
+from braintumour import predict
+from braintumour.datasets.kaggle import load_dataset
 
 
 def per_image(paths: list[Path], model: Path, screen: bool) -> float:
@@ -44,7 +45,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=256, help="Testing files, every k-th so all classes appear")
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    kaggle = data.load_dataset()
+    kaggle = load_dataset()
     test = kaggle.split("Testing")
     paths = [kaggle.root / p for p in test.path.iloc[:: max(1, len(test) // args.images)][: args.images]]
     per_image(paths, args.model, True)  # warm-up: imports, oneDNN kernels, page cache

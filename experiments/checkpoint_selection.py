@@ -36,10 +36,12 @@ import torch.nn.functional as F
 from common import RecipeData
 from sklearn.metrics import f1_score
 
-from braintumour import config, evaluate, splits
-from braintumour.checkpoints import read_checkpoint, reestimate_batchnorm
-from braintumour.models import build_model
-from braintumour.train import train
+from braintumour import config
+from braintumour.analysis import evaluate
+from braintumour.datasets import splits
+from braintumour.training.checkpoints import read_checkpoint, reestimate_batchnorm
+from braintumour.training.models import build_model
+from braintumour.training.train import train
 
 
 def replay(seed: int, overrides: dict, from_epoch: int, out: Path, d: RecipeData) -> None:

@@ -4,7 +4,7 @@ through the run cache, Testing numbers, and where each result is written.
 The experiments run as scripts, `.venv/bin/python experiments/<name>.py`: Python puts the script's
 folder first on `sys.path`, so `from common import ...` finds this file. Each script's `main(argv)`
 prints what it finds as JSON lines and writes the same numbers once, through
-`reporting.write_result`, to `experiments/results/<result name>.json` (cpu profile; others under
+`outputs.write_result`, to `experiments/results/<result name>.json` (cpu profile; others under
 build/<profile>/results/; `--out DIR` or `$BRAINTUMOUR_RESULTS` instead).
 """
 
@@ -22,9 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from braintumour import data, evaluate, reporting, runs, splits
-from braintumour.profiles import get_profile
-from braintumour.recipes import TrainConfig, custom_cnn_config
+from braintumour.analysis import evaluate
+from braintumour.datasets import kaggle, splits
+from braintumour.reporting import outputs
+from braintumour.training import runs
+from braintumour.training.profiles import get_profile
+from braintumour.training.recipes import TrainConfig, custom_cnn_config
 
 
 def override(text: str) -> tuple[str, object]:
@@ -53,7 +56,7 @@ def parser(description: str, *, default_seeds: Sequence[int] | None = (0,), over
     ap = argparse.ArgumentParser(description=description)
     if overrides:
         ap.add_argument("overrides", nargs="*", type=override, help="TrainConfig fields as FIELD=JSON")
-    ap.add_argument("--profile", default="cpu", help="braintumour.profiles: smoke, cpu (default) or full")
+    ap.add_argument("--profile", default="cpu", help="braintumour.training.profiles: smoke, cpu (default) or full")
     if default_seeds is not None:
         ap.add_argument("--seeds", type=seed_list, default=list(default_seeds), help="e.g. 0,1,2")
     if runs_root:
@@ -88,9 +91,9 @@ def result_name(script: str, overrides: dict[str, Any] | None = None) -> str:
 
 
 def write_result(args: argparse.Namespace, name: str, data_fingerprint: str, **fields: Any) -> Path:
-    """`reporting.write_result` into `--out` (else the profile's results folder); prints the path."""
-    path = reporting.write_result(name, profile=args.profile, data_fingerprint=data_fingerprint,
-                                  out_dir=args.out, **fields)
+    """`outputs.write_result` into `--out` (else the profile's results folder); prints the path."""
+    path = outputs.write_result(name, profile=args.profile, data_fingerprint=data_fingerprint,
+                                out_dir=args.out, **fields)
     print(f"result: {path}", flush=True)
     return path
 
@@ -98,7 +101,7 @@ def write_result(args: argparse.Namespace, name: str, data_fingerprint: str, **f
 @dataclass
 class RecipeData:
     params: dict
-    dataset: data.Dataset
+    dataset: kaggle.Dataset
     images: np.ndarray
     labels: np.ndarray
     split: splits.Split
@@ -109,11 +112,11 @@ def load_recipe_data(profile: str, overrides: dict[str, Any]) -> RecipeData:
     """The profile's parameters, the Kaggle set, its images at the recipe's size, the labels and the
     profile's split (the smoke profile's subset included); the Training masks when `mask_weight` is set."""
     params = get_profile(profile)
-    dataset = data.load_dataset()
+    dataset = kaggle.load_dataset()
     size = overrides.get("image_size", params["image_size"])
     split = splits.load_split(dataset, per_class_limit=params["per_class_limit"])
-    masks = data.training_masks(dataset, split.train, size) if overrides.get("mask_weight") else None
-    return RecipeData(params, dataset, data.load_images(dataset, size), dataset.manifest.label.to_numpy(),
+    masks = kaggle.training_masks(dataset, split.train, size) if overrides.get("mask_weight") else None
+    return RecipeData(params, dataset, kaggle.load_images(dataset, size), dataset.manifest.label.to_numpy(),
                       split, masks)
 
 

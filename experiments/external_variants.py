@@ -17,8 +17,11 @@ import sys
 
 import common
 
-from braintumour import data, evaluate, external, splits
-from braintumour.profiles import get_profile
+from braintumour.analysis import evaluate
+from braintumour.datasets import splits
+from braintumour.datasets.kaggle import load_dataset, load_images
+from braintumour.training import external
+from braintumour.training.profiles import get_profile
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,10 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("variant", choices=sorted(external.VARIANTS))
     args = ap.parse_args(argv)
     params = get_profile(args.profile)
-    kaggle, br35h = data.load_dataset(), external.load_br35h()
+    kaggle, br35h = load_dataset(), external.load_br35h()
     _, parts = external.audit_and_parts(kaggle, br35h, limit=params["external_limit"])
     size = params["image_size"]
-    images, br_images = data.load_images(kaggle, size), data.load_images(br35h, size)
+    images, br_images = load_images(kaggle, size), load_images(br35h, size)
     split = splits.load_split(kaggle, per_class_limit=params["per_class_limit"])
     labels = kaggle.manifest.label.to_numpy()
     rows = []

@@ -31,8 +31,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from braintumour import data, figshare
 from braintumour.config import CLASSES, MASKS_DIRNAME, PATIENTS_FILENAME, SPLITS
+from braintumour.datasets import figshare, images
+from braintumour.datasets.kaggle import find_dataset, load_dataset, masks_dir, patients_csv
 
 
 def release_builder() -> ModuleType:
@@ -54,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit is not None and args.limit < 1:
         ap.error("--limit: at least 1")
     tf = release_builder()
-    real = data.find_dataset()
-    fingerprint = data.load_dataset(real).fingerprint
-    masks, patients_path = data.masks_dir(real, required=True), data.patients_csv(real, required=True)
+    real = find_dataset()
+    fingerprint = load_dataset(real).fingerprint
+    masks, patients_path = masks_dir(real, required=True), patients_csv(real, required=True)
     patients = pd.read_csv(patients_path, dtype={"patient_id": str})
     if args.limit is not None:  # every k-th slice: both splits and the three tumour classes
         patients = patients.iloc[:: max(1, len(patients) // args.limit)].head(args.limit).reset_index(drop=True)
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         zips: dict[str, zipfile.ZipFile] = {}
         rng = np.random.default_rng(0)
         for row in patients.itertuples():
-            grey = np.asarray(data.decode_grey((real / row.path).read_bytes()), np.int16)
+            grey = np.asarray(images.decode_grey((real / row.path).read_bytes()), np.int16)
             mask = np.asarray(Image.open(masks / Path(row.path).with_suffix(".png"))) > 0
             label = {v: k for k, v in figshare.LABELS.items()}[row.path.split("/")[1]]
             image = tf.RELEASE(grey) * 8 + rng.integers(0, 4, grey.shape)

@@ -21,13 +21,16 @@ from pathlib import Path
 import common
 import numpy as np
 
-from braintumour import audit, data, generalisation, ood, splits
-from braintumour.calibration import load_calibration
-from braintumour.checkpoints import load_checkpoint, model_file
-from braintumour.flag_scores import errors
-from braintumour.folds import AUDIT_IMAGE_SIZE
+from braintumour.analysis import ood
+from braintumour.analysis.calibration import load_calibration
+from braintumour.analysis.flag_scores import errors
+from braintumour.datasets import audit, splits
+from braintumour.datasets.folds import AUDIT_IMAGE_SIZE
+from braintumour.datasets.kaggle import load_dataset, load_images
 from braintumour.predict import DEFAULT_MODELS
-from braintumour.profiles import get_profile
+from braintumour.training import generalisation
+from braintumour.training.checkpoints import load_checkpoint, model_file
+from braintumour.training.profiles import get_profile
 
 CANDIDATES = [("mahalanobis", "penultimate", 0), ("mahalanobis", "stages", 0), ("energy", "penultimate", 0),
               *(("knn", kind, k) for kind in ("penultimate", "stages") for k in (1, 10, 50))]
@@ -37,10 +40,10 @@ def image_sets(profile: str) -> tuple[dict, dict, str]:
     """(Kaggle training and validation images with labels), {set name: (images, labels)} for Kaggle
     Testing and each collection's `tune` and `test` parts, and the Kaggle fingerprint."""
     params = get_profile(profile)
-    kaggle = data.load_dataset()
-    images, labels = data.load_images(kaggle, params["image_size"]), kaggle.manifest.label.to_numpy()
+    kaggle = load_dataset()
+    images, labels = load_images(kaggle, params["image_size"]), kaggle.manifest.label.to_numpy()
     split = splits.load_split(kaggle, per_class_limit=params["per_class_limit"])
-    hashes = audit.perceptual_hashes(data.load_images(kaggle, AUDIT_IMAGE_SIZE))
+    hashes = audit.perceptual_hashes(load_images(kaggle, AUDIT_IMAGE_SIZE))
     collections = generalisation.load_collections(kaggle, hashes, params["image_size"], params["collection_limit"])
     fit = {"train": (images[split.train], labels[split.train]), "val": images[split.val]}
     sets = {"kaggle_testing": (images[split.test], labels[split.test])}

@@ -22,8 +22,8 @@ import sys
 
 import common
 
-from braintumour import splits
-from braintumour.checkpoints import reestimate_batchnorm
+from braintumour.datasets import splits
+from braintumour.training.checkpoints import reestimate_batchnorm
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,7 @@ import sys
 
 import common
 
-from braintumour import evaluate
+from braintumour.analysis import evaluate
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from collections import Counter
 import common
 import numpy as np
 
-from braintumour import evaluate
+from braintumour.analysis import evaluate
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,10 +18,12 @@ import numpy as np
 import pytest
 import torch
 
-from braintumour import data, evaluate, record
 from braintumour.__main__ import main
+from braintumour.analysis import evaluate
 from braintumour.config import CLASSES, SPLITS
-from braintumour.pipeline import notebooks
+from braintumour.datasets import kaggle
+from braintumour.reporting import record
+from braintumour.reporting.pipeline import notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,12 +98,12 @@ def smoke_reports(request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture(scope="session")
-def dataset() -> data.Dataset:
-    return data.load_dataset()
+def dataset() -> kaggle.Dataset:
+    return kaggle.load_dataset()
 
 
 @pytest.fixture(scope="session")
-def real_dir(dataset: data.Dataset) -> Path:
+def real_dir(dataset: kaggle.Dataset) -> Path:
     return dataset.root
 
 

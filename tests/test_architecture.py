@@ -1,4 +1,5 @@
-"""The library's shape: no import circles, and no module that re-exports another's names."""
+"""The library's shape: one package per stage, no import circles, and no module that re-exports another's
+names."""
 
 import ast
 import re
@@ -6,6 +7,8 @@ import subprocess
 from pathlib import Path
 
 LIB = Path(__file__).resolve().parents[1] / "lib" / "braintumour"
+STAGES = ("datasets", "training", "analysis", "reporting")
+TOP_LEVEL = {"__init__", "__main__", "config", "files", "inputcheck", "predict"}
 
 
 def _module_name(path: Path) -> str:
@@ -63,6 +66,30 @@ def test_no_library_module_re_exports_names_with_all():
     assert [p.name for p in LIB.rglob("*.py") if "__all__" in p.read_text() and p.name != "__init__.py"] == []
 
 
+def test_every_module_lives_in_its_stage_package():
+    assert {p.stem for p in LIB.glob("*.py")} == TOP_LEVEL
+    assert sorted(p.name for p in LIB.iterdir() if p.is_dir() and (p / "__init__.py").is_file()) == sorted(STAGES)
+    assert [str(p.relative_to(LIB)) for p in LIB.glob("*/*/*.py")] == []  # one level of packages
+
+
+def test_a_stage_package_is_its_docstring_and_re_exports_nothing():
+    for stage in STAGES:
+        body = ast.parse((LIB / stage / "__init__.py").read_text()).body
+        assert body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant), stage
+        if stage == "datasets":  # its registry of the collections, built from its own modules
+            assert {t.id for n in body if isinstance(n, ast.AnnAssign | ast.Assign)
+                    for t in (n.targets if isinstance(n, ast.Assign) else [n.target])} == {"EXTERNAL"}
+        else:
+            assert body[1:] == [], f"{stage}/__init__.py holds more than its docstring"
+
+
+def test_no_module_is_only_imports():
+    """A module kept only to import another's names under an old path (a shim) defines nothing."""
+    shims = [str(p.relative_to(LIB)) for p in LIB.rglob("*.py") if p.name != "__init__.py"
+             and all(isinstance(n, ast.Import | ast.ImportFrom | ast.Expr) for n in ast.parse(p.read_text()).body)]
+    assert shims == []
+
+
 def test_make_help_lists_every_target():
     makefile = LIB.parents[1] / "Makefile"
     phony = re.search(r"^\.PHONY:(.*)$", makefile.read_text(), re.M).group(1).split()
@@ -72,7 +99,7 @@ def test_make_help_lists_every_target():
 
 
 def test_no_library_function_is_over_50_lines():
-    long = [f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+    long = [f"{path.relative_to(LIB)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
             for path in LIB.rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > 50]
     assert long == []

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from braintumour import audit, data
+from braintumour.datasets import audit, images
 
 
 @pytest.fixture(scope="module")
@@ -14,13 +14,13 @@ def four(real_dir):
     different real slice. (The 256-bit hash tolerates sub-pixel shifts at 128 px, not more: the
     audit finds copies, and the notebook says its leakage count is a lower bound.)"""
     files = sorted((real_dir / "Testing" / "glioma").iterdir())
-    base = data.load_image(files[0], 128)
+    base = images.load_image(files[0], 128)
     buf = io.BytesIO()
     Image.open(files[0]).save(buf, "JPEG", quality=70)
-    reencoded = data.square_resize(data.decode_grey(buf.getvalue()), 128)
-    source = np.asarray(data.decode_grey(files[0].read_bytes()))
-    shifted = data.square_resize(Image.fromarray(np.roll(source, 1, axis=1)), 128)
-    other = data.load_image(sorted((real_dir / "Testing" / "pituitary").iterdir())[5], 128)
+    reencoded = images.square_resize(images.decode_grey(buf.getvalue()), 128)
+    source = np.asarray(images.decode_grey(files[0].read_bytes()))
+    shifted = images.square_resize(Image.fromarray(np.roll(source, 1, axis=1)), 128)
+    other = images.load_image(sorted((real_dir / "Testing" / "pituitary").iterdir())[5], 128)
     return np.stack([base, reencoded, shifted, other])
 
 
@@ -72,7 +72,7 @@ def test_shortcut_features_hold_no_pixels(dataset):
 
 
 def test_patient_leakage_on_the_real_archive(dataset, real_dir):
-    from braintumour.data import patients_csv
+    from braintumour.datasets.kaggle import patients_csv
 
     result = audit.patient_leakage(dataset.manifest, audit.load_patients(patients_csv(real_dir)))
     assert sum(result["images_with_patient_id"].values()) == 3064

@@ -8,11 +8,12 @@ import torch
 from scipy.special import softmax
 from tiny import tiny_config
 
-from braintumour import calibration, predict
-from braintumour.calibration import Calibration
-from braintumour.checkpoints import save_checkpoint
+from braintumour import predict
+from braintumour.analysis import calibration
+from braintumour.analysis.calibration import Calibration
 from braintumour.config import CLASSES
-from braintumour.models import build_model
+from braintumour.training.checkpoints import save_checkpoint
+from braintumour.training.models import build_model
 
 
 def _overconfident(n: int = 20000, true_temperature: float = 2.5, seed: int = 0):

@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 from conftest import zip_folder
 
-from braintumour import data, download
 from braintumour.__main__ import main
 from braintumour.config import CLASSES
-from braintumour.datasets import EXTERNAL, br35h, brats, openneuro
+from braintumour.datasets import EXTERNAL, br35h, brats, download, images, kaggle, openneuro
+from braintumour.datasets.download import DownloadError
 from braintumour.datasets.source import TUMOUR
-from braintumour.download import DownloadError
 
 NOTUMOR = CLASSES.index("notumor")
 
@@ -49,8 +48,8 @@ def _mini(source, real: dict[str, Path], tmp_path: Path, per_folder: int = 3) ->
 @pytest.mark.parametrize("name", list(EXTERNAL))
 def test_each_collection_is_found_like_the_kaggle_set(name, isolated_root, tmp_path, monkeypatch):
     source = EXTERNAL[name]
-    monkeypatch.setattr(data, "project_root", lambda: isolated_root)  # no ../shared beside the throwaway root
-    with pytest.raises(data.DataNotFoundError) as err:
+    monkeypatch.setattr(kaggle, "project_root", lambda: isolated_root)  # no ../shared beside the throwaway root
+    with pytest.raises(kaggle.DataNotFoundError) as err:
         source.find()
     message = str(err.value)
     assert f"data/raw/{source.dirname}" in message and source.env in message and "make data" in message
@@ -59,7 +58,7 @@ def test_each_collection_is_found_like_the_kaggle_set(name, isolated_root, tmp_p
     assert source.find() == tmp_path.resolve()
     assert [where for where, _ in source.candidate_dirs()] == [f"${source.env}", "data/raw", "../shared/datasets"]
     monkeypatch.setenv(source.env, str(tmp_path / "typo"))
-    with pytest.raises(data.DataNotFoundError, match="is set but is not a folder"):
+    with pytest.raises(kaggle.DataNotFoundError, match="is set but is not a folder"):
         source.find()
 
 
@@ -85,7 +84,7 @@ def test_brats_boxes_are_read_and_a_malformed_label_is_refused_by_name(tmp_path)
     assert brats.read_boxes(label) == "[[0.5, 0.4, 0.2, 0.1], [0.25, 0.25, 0.1, 0.1]]"
     assert brats.read_boxes(tmp_path / "missing.txt") == "[]"
     label.write_text("0 0.5 0.4 wide 0.1\n")
-    with pytest.raises(data.DatasetLayoutError, match=r"a\.txt, line 1"):
+    with pytest.raises(kaggle.DatasetLayoutError, match=r"a\.txt, line 1"):
         brats.read_boxes(label)
 
 
@@ -115,10 +114,10 @@ def test_fetch_refuses_a_bad_checksum_a_wrong_layout_and_a_broken_image(real, is
         source.fetch(zip_folder(mini, tmp_path / "good.zip").as_uri(), sha256="0" * 64, force=True)
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "README").write_text("no slices here")
-    with pytest.raises(data.DatasetLayoutError, match="sub-NN_T1w"):
+    with pytest.raises(kaggle.DatasetLayoutError, match="sub-NN_T1w"):
         source.fetch(zip_folder(tmp_path / "empty", tmp_path / "empty.zip").as_uri(), force=True)
     (mini / "sub-99_T1w.nii_slice1.png").write_bytes(b"\x89PNG not really")
-    with pytest.raises(data.ImageDecodeError, match="sub-99_T1w.nii_slice1.png"):
+    with pytest.raises(images.ImageDecodeError, match="sub-99_T1w.nii_slice1.png"):
         source.fetch(zip_folder(mini, tmp_path / "broken.zip").as_uri(), force=True)
     assert list(raw.iterdir()) == []
 

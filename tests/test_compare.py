@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from conftest import model_record
 
-from braintumour import compare, record, summary
+from braintumour.analysis import compare
+from braintumour.reporting import record, summary
 
 
 def _write(rec: record.ModelRecord, reports, monkeypatch) -> None:

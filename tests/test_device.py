@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from braintumour import device, splits
-from braintumour.profiles import get_profile, profile_precision
+from braintumour.datasets import splits
+from braintumour.training import device
+from braintumour.training.profiles import get_profile, profile_precision
 
 NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
@@ -87,7 +88,7 @@ def test_the_cpu_profile_trains_float32_on_an_avx2_cpu_and_bfloat16_where_native
 def test_training_in_emulated_bfloat16_warns(machine, tiny_run_data, tmp_path):
     from tiny import tiny_config
 
-    from braintumour.train import train
+    from braintumour.training.train import train
 
     machine(cpu_bf16=False)
     images, labels, split = tiny_run_data
@@ -99,10 +100,10 @@ def test_training_in_emulated_bfloat16_warns(machine, tiny_run_data, tmp_path):
 def test_every_metrics_file_records_device_precision_and_threads(tmp_path, monkeypatch):
     import json
 
-    from braintumour import reporting
+    from braintumour.reporting import outputs
 
     monkeypatch.setenv("BRAINTUMOUR_REPORTS", str(tmp_path))
-    path = reporting.write_metrics("probe", profile="smoke", data_fingerprint="fp", value=1)
+    path = outputs.write_metrics("probe", profile="smoke", data_fingerprint="fp", value=1)
     assert path == tmp_path / "metrics" / "probe.json"
     compute = json.loads(path.read_text())["compute"]
     assert compute["device"] == device.choose_device().type and compute["precision"] == "float32"
@@ -134,10 +135,10 @@ def tiny_run_data():
 def test_cuda_trains_evaluates_and_explains_on_the_gpu(tiny_run_data, tmp_path):
     from tiny import tiny_config
 
-    from braintumour.checkpoints import reestimate_batchnorm
-    from braintumour.evaluate import predict_proba
-    from braintumour.explain import CamExplainer, road_scores
-    from braintumour.train import train
+    from braintumour.analysis.evaluate import predict_proba
+    from braintumour.analysis.explain import CamExplainer, road_scores
+    from braintumour.training.checkpoints import reestimate_batchnorm
+    from braintumour.training.train import train
 
     images, labels, split = tiny_run_data
     cfg = tiny_config(image_size=32, epochs=2, batch_size=8, precision="bf16", device="cuda")
@@ -158,7 +159,7 @@ def test_cuda_trains_evaluates_and_explains_on_the_gpu(tiny_run_data, tmp_path):
 def test_cuda_resume_continues_as_if_never_stopped(tiny_run_data, tmp_path):
     from tiny import tiny_config
 
-    from braintumour.train import train
+    from braintumour.training.train import train
 
     images, labels, split = tiny_run_data
     cfg = tiny_config(image_size=32, epochs=3, batch_size=8, device="cuda")
@@ -171,7 +172,7 @@ def test_cuda_resume_continues_as_if_never_stopped(tiny_run_data, tmp_path):
 
 @NO_CUDA
 def test_cuda_warps_the_batch_on_the_gpu_as_the_cpu_does(tiny_run_data):
-    from braintumour.transforms import Augment
+    from braintumour.training.transforms import Augment
 
     images, _, _ = tiny_run_data
     batch = torch.from_numpy(images[:8])

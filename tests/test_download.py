@@ -6,8 +6,8 @@ import zipfile
 import pytest
 from conftest import zip_folder
 
-from braintumour import download
-from braintumour.data import DatasetLayoutError
+from braintumour.datasets import download
+from braintumour.datasets.kaggle import DatasetLayoutError
 
 
 def test_download_check_unpack(isolated_root, mini_dataset, http_root):

@@ -3,7 +3,8 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
-from braintumour import calibration, evaluate, splits
+from braintumour.analysis import calibration, evaluate
+from braintumour.datasets import splits
 
 
 def _onehot(pred, k=4, conf=0.9):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from braintumour import experiment_log
 from braintumour.config import project_root
+from braintumour.reporting import experiment_log
 
 
 def write(path: Path, result: dict) -> None:

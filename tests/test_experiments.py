@@ -1,5 +1,5 @@
 """The experiments (experiments/*.py), each run as its usage line says in the smoke profile, on the real
-data: every one prints its JSON lines and writes one result file through `reporting.write_result`, with
+data: every one prints its JSON lines and writes one result file through `outputs.write_result`, with
 the header of every metrics file and the numbers it printed. Runs go to a temporary run cache (except
 external_variants': `external.train_variant` uses the notebooks' cache, where the smoke profile's keys
 are its own), results to a temporary folder. And the one writer: `write_metrics` keeps its shape."""
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from braintumour import reporting
-from braintumour.profiles import get_profile
+from braintumour.reporting import outputs
+from braintumour.training.profiles import get_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
@@ -170,18 +170,18 @@ def test_figshare_rebuilt_release(tmp_path, out, run):
 def test_write_result_and_write_metrics_share_one_header(tmp_path, monkeypatch):
     monkeypatch.setenv("BRAINTUMOUR_REPORTS", str(tmp_path / "reports"))
     monkeypatch.setenv("BRAINTUMOUR_RESULTS", str(tmp_path / "results"))
-    metrics = json.loads(reporting.write_metrics("m", profile="smoke", data_fingerprint="fp", a=1, b=2).read_text())
-    path = reporting.write_result("r", profile="smoke", data_fingerprint="fp", a=1, b=2)
+    metrics = json.loads(outputs.write_metrics("m", profile="smoke", data_fingerprint="fp", a=1, b=2).read_text())
+    path = outputs.write_result("r", profile="smoke", data_fingerprint="fp", a=1, b=2)
     assert path == tmp_path / "results" / "r.json"
     res = json.loads(path.read_text())
     assert list(metrics) == list(res) == ["name", "profile", "a", "b", *HEADER[2:]]
     assert all(metrics[k] == res[k] for k in ("profile", "a", "b", "compute", "data_fingerprint"))
-    other = reporting.write_result("r", profile="smoke", data_fingerprint="fp", out_dir=tmp_path / "elsewhere")
+    other = outputs.write_result("r", profile="smoke", data_fingerprint="fp", out_dir=tmp_path / "elsewhere")
     assert other == tmp_path / "elsewhere" / "r.json"
     monkeypatch.delenv("BRAINTUMOUR_RESULTS")
-    assert reporting.results_dir("cpu") == reporting.project_root() / "experiments" / "results"
-    assert reporting.results_dir("smoke") == reporting.project_root() / "build" / "smoke" / "results"
+    assert outputs.results_dir("cpu") == outputs.project_root() / "experiments" / "results"
+    assert outputs.results_dir("smoke") == outputs.project_root() / "build" / "smoke" / "results"
     for bad in ({"experiment": "../x"}, {"experiment": "x", "git_commit": "y"}):
         with pytest.raises(ValueError):
-            reporting.write_result(bad.pop("experiment"), profile="smoke", data_fingerprint="fp", out_dir=tmp_path,
-                                   **bad)
+            outputs.write_result(bad.pop("experiment"), profile="smoke", data_fingerprint="fp", out_dir=tmp_path,
+                                 **bad)

@@ -3,9 +3,10 @@ import pandas as pd
 import pytest
 import torch
 
-from braintumour import explain, summary
+from braintumour.analysis import explain
 from braintumour.config import CAM_SCORES
-from braintumour.models import REGISTRY, build_model
+from braintumour.reporting import summary
+from braintumour.training.models import REGISTRY, build_model
 
 
 def _mask(size=32, box=(8, 16, 8, 16)):

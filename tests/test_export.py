@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from braintumour import export
+from braintumour.reporting import export
 
 
 def _png() -> str:
@@ -22,7 +22,7 @@ def _png() -> str:
 
 
 def _executed(tmp_path):
-    code = new_code_cell('secret_code_line = 1\nreporting.save_figure(fig, "demo_curve")')
+    code = new_code_cell('secret_code_line = 1\noutputs.save_figure(fig, "demo_curve")')
     code.outputs = [new_output("stream", name="stderr", text="FutureWarning: noise for the runner\n"),
                     new_output("display_data", data={"image/png": _png(), "text/plain": "<Figure>"})]
     table = new_code_cell("frame")

@@ -6,16 +6,18 @@ import pytest
 import torch
 from tiny import tiny_config
 
-from braintumour import audit, data, external
-from braintumour.config import CLASSES
-from braintumour.folds import AUDIT_IMAGE_SIZE
-from braintumour.losses import partial_label_loss
-from braintumour.randomise import Randomise
-from braintumour.recipes import PARTIAL_LABEL
+from braintumour.config import CLASSES, PARTIAL_LABEL
+from braintumour.datasets import audit
+from braintumour.datasets.folds import AUDIT_IMAGE_SIZE
+from braintumour.datasets.images import load_image
+from braintumour.datasets.kaggle import Dataset, DatasetLayoutError, load_images
+from braintumour.training import external
+from braintumour.training.losses import partial_label_loss
+from braintumour.training.randomise import Randomise
 
 
 @pytest.fixture(scope="module")
-def br35h() -> data.Dataset:
+def br35h() -> Dataset:
     return external.load_br35h()
 
 
@@ -30,7 +32,7 @@ def test_br35h_loads_as_a_dataset_without_depending_on_its_counts(br35h):
 def test_a_br35h_folder_without_images_is_refused_by_name(tmp_path):
     (tmp_path / "yes").mkdir()
     (tmp_path / "no").mkdir()
-    with pytest.raises(data.DatasetLayoutError, match=str(tmp_path)):
+    with pytest.raises(DatasetLayoutError, match=str(tmp_path)):
         external.load_br35h(tmp_path)
 
 
@@ -38,11 +40,11 @@ def test_the_audit_finds_kaggle_files_and_copies_and_the_parts_never_share_a_clu
     # A sample of each: every `no` file of this sample and the `yes` files that are copies of Kaggle files.
     rows = np.r_[np.flatnonzero(br35h.manifest.class_name == "no")[:40],
                  np.flatnonzero(br35h.manifest.class_name == "yes")[:200]]
-    sample = data.Dataset(br35h.root, br35h.manifest.iloc[rows].reset_index(drop=True), "sample")
+    sample = Dataset(br35h.root, br35h.manifest.iloc[rows].reset_index(drop=True), "sample")
     rows_k = np.flatnonzero(dataset.manifest.class_name.isin(["notumor", "meningioma", "glioma"]))
-    kaggle = data.Dataset(dataset.root, dataset.manifest.iloc[rows_k].reset_index(drop=True), "kaggle")
-    kaggle_hashes = audit.perceptual_hashes(data.load_images(dataset, AUDIT_IMAGE_SIZE)[rows_k])  # cached
-    sample_hashes = audit.perceptual_hashes(np.stack([data.load_image(sample.root / p, AUDIT_IMAGE_SIZE)
+    kaggle = Dataset(dataset.root, dataset.manifest.iloc[rows_k].reset_index(drop=True), "kaggle")
+    kaggle_hashes = audit.perceptual_hashes(load_images(dataset, AUDIT_IMAGE_SIZE)[rows_k])  # cached
+    sample_hashes = audit.perceptual_hashes(np.stack([load_image(sample.root / p, AUDIT_IMAGE_SIZE)
                                                       for p in sample.manifest.path]))
     frame = external.audit_against_kaggle(sample, sample_hashes, kaggle, kaggle_hashes)
     by_sha = set(kaggle.manifest.sha256)
@@ -91,7 +93,7 @@ def test_the_partial_label_moves_probability_off_notumor_and_leaves_the_tumour_s
 
 
 def test_randomisation_is_seeded_keeps_shape_and_leaves_part_of_the_batch_as_acquired(dataset):
-    images = torch.from_numpy(np.stack([data.load_image(dataset.root / p, 64) for p in dataset.manifest.path[:16]]))
+    images = torch.from_numpy(np.stack([load_image(dataset.root / p, 64) for p in dataset.manifest.path[:16]]))
     r = Randomise()
     a, b = r(images, torch.Generator().manual_seed(0)), r(images, torch.Generator().manual_seed(0))
     c = r(images, torch.Generator().manual_seed(1))
@@ -101,8 +103,8 @@ def test_randomisation_is_seeded_keeps_shape_and_leaves_part_of_the_batch_as_acq
 
 
 def test_a_randomised_partial_label_run_trains_and_resumes_exactly(tmp_path):
-    from braintumour import splits
-    from braintumour.train import train
+    from braintumour.datasets import splits
+    from braintumour.training.train import train
 
     gen = torch.Generator().manual_seed(0)
     images = (torch.rand(40, 32, 32, generator=gen) * 255).to(torch.uint8).numpy()

@@ -21,9 +21,17 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from braintumour import audit, data, figshare
 from braintumour.config import CLASSES, COLLECTIONS, MASKS_DIRNAME, PATIENTS_FILENAME, SPLITS
-from braintumour.download import DownloadError
+from braintumour.datasets import audit, figshare, images
+from braintumour.datasets.download import DownloadError
+from braintumour.datasets.kaggle import (
+    DataNotFoundError,
+    load_dataset,
+    masked_rows,
+    masks_dir,
+    patients_csv,
+    training_masks,
+)
 
 # Real slices of every tumour class and both splits; one is 256 x 256.
 PICKS = [
@@ -136,8 +144,8 @@ class Server:
 @pytest.fixture()
 def shipped(real_dir):
     """The shipped masks and patients csv for PICKS."""
-    patients = pd.read_csv(data.patients_csv(real_dir), dtype={"patient_id": str})
-    return real_dir, data.masks_dir(real_dir), patients[patients.path.isin(PICKS)].reset_index(drop=True)
+    patients = pd.read_csv(patients_csv(real_dir), dtype={"patient_id": str})
+    return real_dir, masks_dir(real_dir), patients[patients.path.isin(PICKS)].reset_index(drop=True)
 
 
 @pytest.fixture()
@@ -159,7 +167,7 @@ def release(shipped, tmp_path, isolated_root):
         mats: dict[str, dict[str, bytes]] = {}
         rng = np.random.default_rng(0)
         for i, row in patients.iterrows():
-            grey = np.asarray(data.decode_grey((real_dir / row.path).read_bytes()), np.int16)
+            grey = np.asarray(images.decode_grey((real_dir / row.path).read_bytes()), np.int16)
             mask = np.asarray(Image.open(masks / Path(row.path).with_suffix(".png"))) > 0
             turn = turns.get(row.path, RELEASE)
             image = turn(grey) * 8 + rng.integers(0, 4, grey.shape)  # int16 scale, a little noise
@@ -321,22 +329,22 @@ def test_ambiguous_slice_is_refused_by_name(release):
 
 
 def test_missing_masks_and_patients_name_the_source_and_command(mini_dataset, isolated_root):
-    ds = data.load_dataset(mini_dataset, expected=None, write=False)
+    ds = load_dataset(mini_dataset, expected=None, write=False)
     message = r"missing: run `make data` \(downloads the figshare release and derives them\)"
-    with pytest.raises(data.DataNotFoundError, match=message):
-        data.masked_rows(ds)
-    with pytest.raises(data.DataNotFoundError, match=message):
-        data.training_masks(ds, np.arange(2), 32)
-    with pytest.raises(data.DataNotFoundError, match="patient ids .*figshare.*" + message):
-        data.patients_csv(mini_dataset, required=True)
-    with pytest.raises(data.DataNotFoundError, match=message):
+    with pytest.raises(DataNotFoundError, match=message):
+        masked_rows(ds)
+    with pytest.raises(DataNotFoundError, match=message):
+        training_masks(ds, np.arange(2), 32)
+    with pytest.raises(DataNotFoundError, match="patient ids .*figshare.*" + message):
+        patients_csv(mini_dataset, required=True)
+    with pytest.raises(DataNotFoundError, match=message):
         audit.load_patients(mini_dataset.parent / PATIENTS_FILENAME)
-    assert data.masks_dir(mini_dataset) is None and data.patients_csv(mini_dataset) is None
+    assert masks_dir(mini_dataset) is None and patients_csv(mini_dataset) is None
 
 
 def test_make_data_derives_them_and_names_failures(release, monkeypatch, capsys):
-    from braintumour import download
     from braintumour.__main__ import main
+    from braintumour.datasets import download
 
     kaggle, _, server, build = release
     monkeypatch.setattr(download, "fetch", lambda **kw: kaggle)

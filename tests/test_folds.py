@@ -5,18 +5,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from braintumour import audit, data, folds
 from braintumour.config import CLASSES
+from braintumour.datasets import audit, folds, kaggle
 
 
 @pytest.fixture(scope="module")
 def pooled(dataset):
     keep = folds.exact_copies_removed(dataset.manifest)
     manifest = dataset.manifest.iloc[keep].reset_index(drop=True)
-    images = data.load_images(dataset, 128)[keep]
+    images = kaggle.load_images(dataset, 128)[keep]
     pairs = audit.near_duplicate_pairs(audit.perceptual_hashes(images))
     clusters = audit.duplicate_clusters(len(manifest), pairs)
-    patients = audit.load_patients(data.patients_csv(dataset.root))
+    patients = audit.load_patients(kaggle.patients_csv(dataset.root))
     groups = folds.fold_groups(manifest, clusters, patients)
     fold = folds.patient_folds(manifest.label.to_numpy(), groups)
     return manifest, pairs, patients, groups, fold
@@ -70,8 +70,8 @@ def test_groups_join_a_patient_and_the_copies_of_its_slices():
 
 
 def test_pooled_folds_split_keeps_groups_apart_in_train_val_and_test(dataset):
-    pf = folds.pooled_folds(dataset.manifest, data.load_images(dataset, folds.AUDIT_IMAGE_SIZE),
-                            audit.load_patients(data.patients_csv(dataset.root)))
+    pf = folds.pooled_folds(dataset.manifest, kaggle.load_images(dataset, folds.AUDIT_IMAGE_SIZE),
+                            audit.load_patients(kaggle.patients_csv(dataset.root)))
     group_of = dict(zip(pf.rows, pf.groups, strict=True))
     assert pf.kinds["with_patient_id"] == 233
     for k in (0, pf.n_splits - 1):
@@ -82,5 +82,5 @@ def test_pooled_folds_split_keeps_groups_apart_in_train_val_and_test(dataset):
     all_held_out = np.concatenate([pf.held_out(k) for k in range(pf.n_splits)])
     assert np.array_equal(np.sort(all_held_out), np.sort(pf.rows))
     np.testing.assert_array_equal(pf.split(0).val, folds.pooled_folds(
-        dataset.manifest, data.load_images(dataset, folds.AUDIT_IMAGE_SIZE),
-        audit.load_patients(data.patients_csv(dataset.root))).split(0).val)
+        dataset.manifest, kaggle.load_images(dataset, folds.AUDIT_IMAGE_SIZE),
+        audit.load_patients(kaggle.patients_csv(dataset.root))).split(0).val)

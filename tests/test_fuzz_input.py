@@ -30,10 +30,10 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from tiny import tiny_config
 
-from braintumour import data
-from braintumour.checkpoints import save_checkpoint
 from braintumour.config import CLASSES
-from braintumour.models import build_model
+from braintumour.datasets import images
+from braintumour.training.checkpoints import save_checkpoint
+from braintumour.training.models import build_model
 
 SEED = 51
 PER_SOURCE = 120  # x 9 sources: 1,080 mutations
@@ -65,7 +65,7 @@ def sources(real_dir) -> dict[str, bytes]:
     """Real files to mutate: a Kaggle JPEG, two Kaggle PNGs (RGBA, palette), a real slice as 16-bit PNG,
     float TIFF and 16-bit TIFF, and pydicom's real MR and CT slices (plain, RLE, RGB)."""
     jpeg = sorted((real_dir / "Testing" / "glioma").iterdir())[0]
-    grey = np.asarray(data.decode_grey(jpeg.read_bytes()))[::2, ::2]  # 256 x 256: decoding stays cheap
+    grey = np.asarray(images.decode_grey(jpeg.read_bytes()))[::2, ::2]  # 256 x 256: decoding stays cheap
     out = {"kaggle.jpg": jpeg.read_bytes(),
            "rgba.png": (real_dir / "Training" / "notumor" / "Tr-no_1019.jpg").read_bytes(),
            "palette.png": (real_dir / "Training" / "notumor" / "Tr-no_1012.jpg").read_bytes(),

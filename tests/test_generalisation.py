@@ -10,25 +10,28 @@ import pandas as pd
 import pytest
 import torch
 
-from braintumour import audit, collection_scores, data, external, generalisation, generalisation_report
-from braintumour.datasets import EXTERNAL, br35h
+from braintumour.analysis import collection_scores
+from braintumour.datasets import EXTERNAL, audit, br35h
+from braintumour.datasets.folds import AUDIT_IMAGE_SIZE
+from braintumour.datasets.kaggle import load_images
 from braintumour.datasets.source import TUMOUR
-from braintumour.folds import AUDIT_IMAGE_SIZE
-from braintumour.randomise import Randomise, brain_only
-from braintumour.splits import Split
+from braintumour.datasets.splits import Split
+from braintumour.reporting import generalisation_report
+from braintumour.training import external, generalisation
+from braintumour.training.randomise import Randomise, brain_only
 
 NOTUMOR = 2
 
 
 @pytest.fixture(scope="module")
 def kaggle_hashes(dataset) -> np.ndarray:
-    return audit.perceptual_hashes(data.load_images(dataset, AUDIT_IMAGE_SIZE))
+    return audit.perceptual_hashes(load_images(dataset, AUDIT_IMAGE_SIZE))
 
 
 @pytest.fixture(scope="module")
 def openneuro_frame(dataset, kaggle_hashes) -> pd.DataFrame:
     collection = EXTERNAL["openneuro"].load()
-    hashes = audit.perceptual_hashes(data.load_images(collection, AUDIT_IMAGE_SIZE))
+    hashes = audit.perceptual_hashes(load_images(collection, AUDIT_IMAGE_SIZE))
     return generalisation.audit_collection(collection, hashes, dataset, kaggle_hashes)
 
 
@@ -52,7 +55,7 @@ def test_a_subject_never_straddles_two_parts_and_test_holds_every_distinct_slice
 
 def test_br35h_parts_are_notebook_08s(dataset, kaggle_hashes):
     collection = br35h.SOURCE.load()
-    hashes = audit.perceptual_hashes(data.load_images(collection, AUDIT_IMAGE_SIZE))
+    hashes = audit.perceptual_hashes(load_images(collection, AUDIT_IMAGE_SIZE))
     parts = generalisation.collection_parts(generalisation.audit_collection(collection, hashes, dataset, kaggle_hashes))
     old = external.external_parts(external.audit_against_kaggle(collection, hashes, dataset, kaggle_hashes))
     for k in ("train", "tune", "test", "all"):
@@ -98,10 +101,10 @@ def test_boxes_follow_the_images_padding_to_a_square():
 
 
 def test_brain_only_keeps_the_inside_of_the_head_and_is_off_by_default(dataset):
-    image = data.load_images(dataset, 128)[0]
+    image = load_images(dataset, 128)[0]
     mask = brain_only(image, 0.06)
     assert 0 < mask.sum() < (image > 20).sum()
-    batch = torch.from_numpy(data.load_images(dataset, 128)[:8].copy())
+    batch = torch.from_numpy(load_images(dataset, 128)[:8].copy())
     plain = Randomise()(batch, torch.Generator().manual_seed(0))
     assert torch.equal(plain, Randomise(skull_strip=0.0)(batch, torch.Generator().manual_seed(0)))
     stripped = Randomise(skull_strip=1.0, share=1.0)(batch, torch.Generator().manual_seed(0))
@@ -120,7 +123,7 @@ def test_targets_and_tables_read_the_scores():
 
 
 def test_the_readme_sentence_names_a_leave_one_out_miss_that_the_shipped_model_met():
-    from braintumour import generalisation_report
+    from braintumour.reporting import generalisation_report
 
     scores = {n: {m: {"value": 0.9}} for n, m in generalisation_report.MEASURE.items()}
     gen = {"leave_one_out": scores, "saved_models": {},

@@ -30,11 +30,13 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from tiny import tiny_config
 
-from braintumour import data, download, files, predict, summary
-from braintumour.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
+from braintumour import files, predict
 from braintumour.config import CLASSES, EXPECTED_COUNTS, SPLITS
-from braintumour.models import build_model
-from braintumour.train import train
+from braintumour.datasets import download
+from braintumour.reporting import summary
+from braintumour.training.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
+from braintumour.training.models import build_model
+from braintumour.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 COUNT_LINE = re.compile(r"\d+ of \d+ file\(s\) failed")
@@ -300,7 +302,7 @@ def test_the_same_guard_refuses_large_pil_images_oversized_files_and_foreign_for
         rc, _, err = cli(capsys, "predict", path, "--model", model_file)
         assert rc == 1
         one_line(err, path, words)
-    monkeypatch.setattr(data, "MAX_FILE_BYTES", 1000)
+    monkeypatch.setattr("braintumour.datasets.images.MAX_FILE_BYTES", 1000)
     rc, _, err = cli(capsys, "predict", real_image, "--model", model_file)
     assert rc == 1
     one_line(err, real_image, "over the 1,000-byte limit")

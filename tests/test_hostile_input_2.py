@@ -30,11 +30,13 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, 
 from test_hostile_input import one_line
 from tiny import tiny_config
 
-from braintumour import data, device, predict
-from braintumour.calibration import Calibration, calibration_path, load_calibration, save_calibration
-from braintumour.checkpoints import save_checkpoint
+from braintumour import predict
+from braintumour.analysis.calibration import Calibration, calibration_path, load_calibration, save_calibration
 from braintumour.config import CLASSES, EXPECTED_COUNTS, SPLITS
-from braintumour.models import build_model
+from braintumour.datasets import images
+from braintumour.training import device
+from braintumour.training.checkpoints import save_checkpoint
+from braintumour.training.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +58,7 @@ def real_image(real_dir) -> Path:
 @pytest.fixture(scope="module")
 def slice_grey(real_image) -> np.ndarray:
     """A real glioma slice as 8-bit grey, the pixels every container below stores."""
-    return np.asarray(data.decode_grey(real_image.read_bytes()))
+    return np.asarray(images.decode_grey(real_image.read_bytes()))
 
 
 def dicom_of(path: Path, pixels: np.ndarray, syntax=ExplicitVRLittleEndian, **header) -> Path:
@@ -405,16 +407,16 @@ def test_the_size_guard_counts_the_padded_square(model_file, tmp_path, capsys):
         rc, _, err = cli(capsys, "predict", path, "--model", model_file)
         assert rc == 1
         one_line(err, path, shape, "padded to 60000x60000", "pixel limit")
-    data.check_image_size(8192, 1)  # pads to 8192 x 8192, the limit itself
-    with pytest.raises(data.ImageDecodeError, match="padded to 8193x8193"):
-        data.check_image_size(8193, 1)
+    images.check_image_size(8192, 1)  # pads to 8192 x 8192, the limit itself
+    with pytest.raises(images.ImageDecodeError, match="padded to 8193x8193"):
+        images.check_image_size(8193, 1)
 
 
 _PEAK = """
 import resource, sys
 from pathlib import Path
 from braintumour import predict
-from braintumour.data import ImageDecodeError
+from braintumour.datasets.images import ImageDecodeError
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 for p in sys.argv[1:]:
     try:
@@ -472,7 +474,7 @@ def test_png_exif_orientation_is_honoured_as_jpeg_s_is(slice_grey, tmp_path):
     stored.save(png := tmp_path / "turned.png", exif=exif)
     stored.save(jpg := tmp_path / "turned.jpg", exif=exif, quality=100)
     assert Image.open(png).getexif()[0x0112] == 6
-    np.testing.assert_array_equal(predict.read_scan(png, 64), data.square_resize(upright, 64))
+    np.testing.assert_array_equal(predict.read_scan(png, 64), images.square_resize(upright, 64))
     assert np.abs(predict.read_scan(jpg, 64).astype(int) - predict.read_scan(png, 64)).mean() < 2
 
 

@@ -8,19 +8,20 @@ import torch.nn.functional as F
 from conftest import model_record
 from tiny import tiny_config
 
-from braintumour import audit, data, folds
-from braintumour.explain import CamExplainer
-from braintumour.losses import mask_alignment_loss, tumour_coverage
-from braintumour.models import build_model, target_layer
-from braintumour.train import train
-from braintumour.transforms import Augment
+from braintumour.analysis.explain import CamExplainer
+from braintumour.datasets import audit, folds, kaggle
+from braintumour.datasets.images import load_mask
+from braintumour.training.losses import mask_alignment_loss, tumour_coverage
+from braintumour.training.models import build_model, target_layer
+from braintumour.training.train import train
+from braintumour.training.transforms import Augment
 
 
 def test_gradcam_of_the_guided_model_is_its_rectified_class_map():
     torch.manual_seed(0)
     model = build_model("custom_cnn_guided").eval()
     images = (torch.rand(3, 64, 64) * 255).to(torch.uint8).numpy()
-    from braintumour.transforms import to_input
+    from braintumour.training.transforms import to_input
 
     with torch.no_grad():
         maps = model.class_maps(to_input(torch.from_numpy(images)))
@@ -83,8 +84,8 @@ def test_mask_alignment_loss_asks_for_evidence_on_a_small_tumour():
 
 
 def test_the_guided_training_step_adds_the_mask_term_for_images_with_a_mask(monkeypatch):
-    from braintumour import losses
-    from braintumour.transforms import Augment
+    from braintumour.training import losses
+    from braintumour.training.transforms import Augment
 
     x = (torch.rand(4, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
     y = torch.tensor([0, 1, 2, 3])
@@ -113,21 +114,21 @@ def test_augmentation_moves_a_mask_with_its_image_and_keeps_the_random_stream():
 
 
 def test_training_masks_open_only_the_training_rows_masks(dataset, monkeypatch):
-    pf = folds.pooled_folds(dataset.manifest, data.load_images(dataset, folds.AUDIT_IMAGE_SIZE),
-                            audit.load_patients(data.patients_csv(dataset.root)), per_class_limit=40)
+    pf = folds.pooled_folds(dataset.manifest, kaggle.load_images(dataset, folds.AUDIT_IMAGE_SIZE),
+                            audit.load_patients(kaggle.patients_csv(dataset.root)), per_class_limit=40)
     split = pf.split(0)
     opened = []
-    real_load_mask = data.load_mask
-    monkeypatch.setattr(data, "load_mask", lambda path, size: opened.append(str(path)) or real_load_mask(path, size))
-    masks = data.training_masks(dataset, split.train, 32)
+    real_load_mask = load_mask
+    monkeypatch.setattr(kaggle, "load_mask", lambda path, size: opened.append(str(path)) or real_load_mask(path, size))
+    masks = kaggle.training_masks(dataset, split.train, 32)
     stem = {str(p).rsplit(".", 1)[0] for p in dataset.manifest.path}
     held_out = {str(dataset.manifest.path.iloc[i]).rsplit(".", 1)[0] for i in np.concatenate([split.val, split.test])}
-    read = {p.split(data.MASKS_DIRNAME + "/", 1)[1].rsplit(".", 1)[0] for p in opened}
+    read = {p.split(kaggle.MASKS_DIRNAME + "/", 1)[1].rsplit(".", 1)[0] for p in opened}
     assert read and read <= stem
     assert not read & held_out
     assert masks.shape == (len(split.train), 32, 32) and masks.any(axis=(1, 2)).sum() == len(read)
     has_test_masks = [i for i in split.test
-                      if (data.masks_dir(dataset.root) / dataset.manifest.path.iloc[i]).with_suffix(".png").is_file()]
+                      if (kaggle.masks_dir(dataset.root) / dataset.manifest.path.iloc[i]).with_suffix(".png").is_file()]
     assert has_test_masks  # the held-out fold does have masks: they were available, and not read
 
 
@@ -147,7 +148,7 @@ def test_mask_guided_training_runs_and_needs_masks(tmp_path):
 
 
 def test_mask_guided_sentence_reads_the_record_and_the_ablation():
-    from braintumour.summary import ablation_accuracy, mask_guided_sentence
+    from braintumour.reporting.summary import ablation_accuracy, mask_guided_sentence
 
     model = model_record("custom_cnn_guided", 0.9, seeds=(0, 1, 2))
     acc, f1 = (model.test_over_seeds[k] for k in ("accuracy", "macro_f1"))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from braintumour.models import (
+from braintumour.training.models import (
     MODEL_TITLES,
     REGISTRY,
     BrainTumourCNN,
@@ -9,8 +9,8 @@ from braintumour.models import (
     count_parameters,
     target_layer,
 )
-from braintumour.profiles import get_profile
-from braintumour.recipes import custom_cnn_config
+from braintumour.training.profiles import get_profile
+from braintumour.training.recipes import custom_cnn_config
 
 
 @pytest.mark.parametrize("size", [64, 96, 128, 160, 224])
@@ -31,7 +31,7 @@ def test_baselines_take_one_channel_and_give_four_classes(name):
 def test_pretrained_weights_come_from_the_cache_or_one_line_saying_they_cannot(tmp_path, monkeypatch):
     from torchvision.models import ResNet50_Weights, resnet50
 
-    from braintumour.models import PretrainedWeightsMissing, imagenet_state
+    from braintumour.training.models import PretrainedWeightsMissing, imagenet_state
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(PretrainedWeightsMissing, match="not downloadable") as offline:  # nothing listens on port 9
@@ -53,7 +53,7 @@ def test_pretrained_weights_download_into_torchvisions_cache(tmp_path, monkeypat
     import http.server
     import threading
 
-    from braintumour.models import imagenet_state
+    from braintumour.training.models import imagenet_state
 
     served = tmp_path / "served"
     served.mkdir()
@@ -126,13 +126,13 @@ def test_target_layer_keeps_spatial_extent():
 
 def test_multiply_adds_match_lenet5_by_hand():
     """At 32 px: conv1 6*28*28*25, conv2 16*10*10*150, dense 400*120 + 120*84 + 84*4."""
-    from braintumour.models import LeNet5, multiply_adds
+    from braintumour.training.models import LeNet5, multiply_adds
 
     assert multiply_adds(LeNet5(), 32) == 6 * 28 * 28 * 25 + 16 * 10 * 10 * 150 + 400 * 120 + 120 * 84 + 84 * 4
 
 
 def test_multiply_adds_of_the_custom_cnn_grow_with_the_image_area():
-    from braintumour.models import multiply_adds
+    from braintumour.training.models import multiply_adds
 
     model = build_model("custom_cnn")
     small, large = multiply_adds(model, 64), multiply_adds(model, 128)
@@ -174,11 +174,11 @@ def test_a_model_registered_in_one_place_trains_with_the_projects_loop(tmp_path)
     import numpy as np
     from torch import nn
 
-    from braintumour import models
-    from braintumour.checkpoints import SavedModelMissing, saved_model
-    from braintumour.profiles import steps_for
-    from braintumour.recipes import baseline_config
-    from braintumour.train import train
+    from braintumour.training import models
+    from braintumour.training.checkpoints import SavedModelMissing, saved_model
+    from braintumour.training.profiles import steps_for
+    from braintumour.training.recipes import baseline_config
+    from braintumour.training.train import train
 
     @models.register_model("toy_cnn", target_layer=lambda m: m.conv, title="Toy CNN", peak_lr=1e-3, written_by="99")
     class ToyCNN(nn.Module):

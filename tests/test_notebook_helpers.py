@@ -8,11 +8,14 @@ import pytest
 import torch
 from conftest import model_record
 
-from braintumour import explain, external, folds, readable, runs, summary
-from braintumour.models import build_model
-from braintumour.profiles import get_profile
-from braintumour.recipes import baseline_config, custom_cnn_config
-from braintumour.splits import Split
+from braintumour.analysis import explain
+from braintumour.datasets import folds
+from braintumour.datasets.splits import Split
+from braintumour.reporting import readable, summary
+from braintumour.training import external, runs
+from braintumour.training.models import build_model
+from braintumour.training.profiles import get_profile
+from braintumour.training.recipes import baseline_config, custom_cnn_config
 
 # -- runs: notebooks 03, 04, 06 and 07's recipes and runs
 
@@ -148,10 +151,10 @@ def test_show_figure_displays_the_saved_png_at_720_px(tmp_path, monkeypatch):
 def test_the_export_captions_every_figure_the_results_notebook_shows_as_before():
     import nbformat
 
-    from braintumour.export import SAVED_FIGURE
+    from braintumour.reporting.export import SAVED_FIGURE
 
     assert SAVED_FIGURE.findall('readable.show_figure("gradcam_methods")\n') == ["gradcam_methods"]
-    assert SAVED_FIGURE.findall('reporting.save_figure(fig, "a")\nreporting.save_figure(plots.x(y, "t"), "b");') == [
+    assert SAVED_FIGURE.findall('outputs.save_figure(fig, "a")\noutputs.save_figure(plots.x(y, "t"), "b");') == [
         "a", "b"]
     nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "10_results.ipynb", as_version=4)
     shown = [name for c in nb.cells if c.cell_type == "code" for name in SAVED_FIGURE.findall(c.source)]

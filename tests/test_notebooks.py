@@ -10,10 +10,11 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from braintumour import explain, export, record
+from braintumour.analysis import explain
 from braintumour.config import CLASSES, SPLITS
-from braintumour.pipeline import notebooks
-from braintumour.profiles import get_profile
+from braintumour.reporting import export, record
+from braintumour.reporting.pipeline import notebooks
+from braintumour.training.profiles import get_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = {"name", "profile", "data_fingerprint", "git_commit", "compute"}
@@ -167,7 +168,7 @@ def test_smoke_external_validation_reports_every_rate_with_its_interval(smoke_re
 
 @pytest.mark.slow
 def test_smoke_calibration_fits_on_validation_and_writes_beside_each_model(smoke_reports):
-    from braintumour import calibration
+    from braintumour.analysis import calibration
 
     cal = json.loads((smoke_reports / "metrics" / "calibration.json").read_text())
     assert SCHEMA <= set(cal) and {"custom_cnn", "custom_cnn_refit", "lenet5"} <= set(cal["models"])

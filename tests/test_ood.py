@@ -10,10 +10,12 @@ import torch
 from nonbrain import nonbrain_images
 from tiny import tiny_config
 
-from braintumour import data, inputcheck, ood, predict, splits
-from braintumour.checkpoints import load_checkpoint, save_checkpoint
-from braintumour.evaluate import predict_logits
-from braintumour.models import build_model
+from braintumour import inputcheck, predict
+from braintumour.analysis import ood
+from braintumour.analysis.evaluate import predict_logits
+from braintumour.datasets import kaggle, splits
+from braintumour.training.checkpoints import load_checkpoint, save_checkpoint
+from braintumour.training.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "reports" / "models"
@@ -161,7 +163,7 @@ def test_fit_knn_detector_on_stage_statistics():
     assert k1.score(*ood.logits_and_features(model, images[:5], kind="stages")) == pytest.approx(0, abs=1e-3)
 
 
-def _committed(name: str, dataset: data.Dataset) -> ood.OodDetector:
+def _committed(name: str, dataset: kaggle.Dataset) -> ood.OodDetector:
     model_path = MODELS / f"{name}.pt"
     detector = ood.load_detector(model_path) if model_path.is_file() else None
     if detector is None:
@@ -177,7 +179,7 @@ def test_committed_detectors_flag_at_most_two_percent_of_validation(name, datase
     library, flag the share recorded, at most 2%."""
     detector = _committed(name, dataset)
     model, payload = load_checkpoint(MODELS / f"{name}.pt")
-    images = data.load_images(dataset, payload["config"]["image_size"])
+    images = kaggle.load_images(dataset, payload["config"]["image_size"])
     val = images[splits.load_split(dataset).val]
     _, flags = detector.apply(*ood.logits_and_features(model, val, kind=detector.features))
     assert flags.mean() == pytest.approx(detector.validation_flagged) and flags.mean() <= 0.02

@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from braintumour import plots, reporting
+from braintumour.reporting import outputs, plots
 
 
 def _fold_table() -> pd.DataFrame:
@@ -30,7 +30,7 @@ def test_a_figure_saved_twice_is_the_same_pdf(tmp_path, monkeypatch):
     monkeypatch.setenv("BRAINTUMOUR_REPORTS", str(tmp_path))
     fig = plots.fold_scores(_fold_table())
     pdf = tmp_path / "figures" / "folds.pdf"
-    reporting.save_figure(fig, "folds")
+    outputs.save_figure(fig, "folds")
     first = pdf.read_bytes()
-    reporting.save_figure(fig, "folds")
+    outputs.save_figure(fig, "folds")
     assert pdf.read_bytes() == first and b"CreationDate" not in first

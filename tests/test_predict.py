@@ -18,11 +18,12 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from tiny import tiny_config
 
-from braintumour import data, predict
-from braintumour.checkpoints import load_checkpoint, save_checkpoint
+from braintumour import predict
+from braintumour.analysis.evaluate import predict_proba
 from braintumour.config import CLASSES
-from braintumour.evaluate import predict_proba
-from braintumour.models import build_model
+from braintumour.datasets import images
+from braintumour.training.checkpoints import load_checkpoint, save_checkpoint
+from braintumour.training.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +51,7 @@ def test_predictions_match_the_library_on_real_images(model_file, real_images, t
     result = predict.predict_files(real_images, model_file, tmp_path / "cams", progress=False)
     assert not result.errors and len(result.rows) == 4
     model, _ = load_checkpoint(model_file)
-    expected = predict_proba(model, np.stack([data.load_image(p, 64) for p in real_images]))
+    expected = predict_proba(model, np.stack([images.load_image(p, 64) for p in real_images]))
     got = result.frame()[[f"p_{c}" for c in CLASSES]].to_numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5)
     pngs = sorted((tmp_path / "cams").glob("*.png"))
@@ -189,7 +190,7 @@ def test_committed_model_reproduces_the_notebook_numbers(dataset):
 def test_both_flags_carry_their_score_and_threshold_in_every_format(real_images, tmp_path, capsys):
     """#49: `uncertain` (top calibrated probability below its threshold) and `unfamiliar` (OOD score above
     its threshold), each with score and threshold, in JSON, CSV and the table; the default model has both."""
-    from braintumour import ood
+    from braintumour.analysis import ood
 
     if ood.load_detector(predict.default_model()) is None:
         pytest.skip("the default model has no OOD file (python -m braintumour ood-fit writes it)")

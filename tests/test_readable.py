@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from braintumour import readable
+from braintumour.reporting import readable
 
 
 def test_numbers_read_as_the_text_quotes_them():

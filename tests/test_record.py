@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from conftest import model_record
 
-from braintumour import record
+from braintumour.reporting import record
 
 
 def _history(seed: int) -> pd.DataFrame:

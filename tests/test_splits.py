@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from braintumour import splits
+from braintumour.datasets import splits
 
 
 def test_split_is_stratified_disjoint_and_deterministic(dataset):

@@ -3,15 +3,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from braintumour import data, runs, splits
-from braintumour.checkpoints import CheckpointError, load_checkpoint, reestimate_batchnorm, save_checkpoint
-from braintumour.evaluate import predict_proba
-from braintumour.models import model_spec
-from braintumour.profiles import get_profile
-from braintumour.recipes import TrainConfig, baseline_config, custom_cnn_config
-from braintumour.schedule import planned_steps
-from braintumour.train import train
-from braintumour.transforms import Augment, to_input
+from braintumour.analysis.evaluate import predict_proba
+from braintumour.datasets import splits
+from braintumour.datasets.images import load_image
+from braintumour.training import runs
+from braintumour.training.checkpoints import CheckpointError, load_checkpoint, reestimate_batchnorm, save_checkpoint
+from braintumour.training.models import model_spec
+from braintumour.training.profiles import get_profile
+from braintumour.training.recipes import TrainConfig, baseline_config, custom_cnn_config
+from braintumour.training.schedule import planned_steps
+from braintumour.training.train import train
+from braintumour.training.transforms import Augment, to_input
 
 SIZE = 48
 
@@ -23,7 +25,7 @@ def tiny(dataset):
     idx = np.concatenate([split.train, split.val])
     images = np.zeros((len(dataset.manifest), SIZE, SIZE), np.uint8)
     for i in idx:
-        images[i] = data.load_image(dataset.root / dataset.manifest.path.iloc[i], SIZE)
+        images[i] = load_image(dataset.root / dataset.manifest.path.iloc[i], SIZE)
     labels = dataset.manifest.label.to_numpy()
     return images, labels, split
 
@@ -43,7 +45,7 @@ def test_training_lowers_the_loss(tiny, tmp_path):
     images, labels, split = tiny
     cfg = _cfg(epochs=4)
     torch.manual_seed(cfg.seed)
-    from braintumour.models import build_model
+    from braintumour.training.models import build_model
 
     before = _loss(build_model("custom_cnn"), images, labels, split.train)
     model, history = train(cfg, images, labels, split.train, split.val, np.ones(4), tmp_path / "run", progress=False)
@@ -102,7 +104,7 @@ def test_baselines_train_with_the_custom_cnns_recipe_but_their_own_peak_lr():
 
 def test_checkpoint_round_trip_and_bad_files(tiny, tmp_path):
     images, labels, split = tiny
-    from braintumour.models import build_model
+    from braintumour.training.models import build_model
 
     model = build_model("custom_cnn").eval()
     path = save_checkpoint(tmp_path / "m.pt", model, _cfg(), extra={"note": "x"})
@@ -126,7 +128,7 @@ def test_checkpoint_round_trip_and_bad_files(tiny, tmp_path):
 def test_a_fine_tuned_baseline_loads_from_its_file_alone(tmp_path, monkeypatch):
     """The model is rebuilt on the meta device and takes the file's tensors: no ImageNet weights are
     fetched for a fine-tuned baseline, and nothing is left uninitialised."""
-    from braintumour import models
+    from braintumour.training import models
 
     def offline(*_args, **_kwargs):
         raise AssertionError("load_checkpoint asked for ImageNet weights")
@@ -156,7 +158,7 @@ def test_finished_run_is_reused_unless_retrain(tiny, tmp_path):
 
 def test_reestimate_batchnorm_gives_the_clean_images_statistics(tiny):
     images, _, split = tiny
-    from braintumour.models import build_model
+    from braintumour.training.models import build_model
 
     torch.manual_seed(0)
     model = build_model("custom_cnn")
@@ -271,7 +273,7 @@ def test_a_profile_trains_the_same_steps_on_a_fast_and_a_slow_machine(tiny, tmp_
     steps and ends with the same weights."""
     import json
 
-    from braintumour import train as train_module
+    from braintumour.training import train as train_module
 
     images, labels, split = tiny
     params = get_profile(profile, image_size=SIZE, batch_size=16, epochs=3)
@@ -303,8 +305,8 @@ def test_run_key_ignores_unset_options_and_the_device_but_not_max_steps(tiny):
 def test_bf16_precision_trains_close_to_float32_and_rejects_unknown_values(tiny, tmp_path):
     # Mixed precision changes the forward pass's rounding, not the loss it computes: on one batch the
     # bf16 loss is within bf16's resolution of the float32 one, and a bf16 run still learns.
-    from braintumour.losses import batch_loss
-    from braintumour.models import build_model
+    from braintumour.training.losses import batch_loss
+    from braintumour.training.models import build_model
 
     images, labels, split = tiny
     x = torch.from_numpy(images[split.train[:16]])
@@ -367,7 +369,7 @@ def test_nothing_imports_through_the_train_module_what_another_module_defines():
     import json
     from pathlib import Path
 
-    from braintumour import train as train_module
+    from braintumour.training import train as train_module
 
     assert not hasattr(train_module, "__all__")
     root = Path(__file__).resolve().parents[1]
@@ -378,7 +380,7 @@ def test_nothing_imports_through_the_train_module_what_another_module_defines():
         sources[nb] = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
     for path, text in sources.items():
         for node in ast.walk(ast.parse(text)):
-            if isinstance(node, ast.ImportFrom) and node.module == "braintumour.train":
+            if isinstance(node, ast.ImportFrom) and node.module == "braintumour.training.train":
                 for alias in node.names:
                     home = getattr(getattr(train_module, alias.name), "__module__", None)
-                    assert home == "braintumour.train", f"{path.name}: {alias.name} comes from {home}"
+                    assert home == "braintumour.training.train", f"{path.name}: {alias.name} comes from {home}"

@@ -3,7 +3,7 @@ explicit values (a real run's come from `recipes.custom_cnn_config` / `baseline_
 
 from __future__ import annotations
 
-from braintumour.recipes import TrainConfig
+from braintumour.training.recipes import TrainConfig
 
 TINY = {"model": "custom_cnn", "image_size": 128, "epochs": 30, "batch_size": 64, "lr": 3e-3, "weight_decay": 5e-4,
         "patience": 10, "seed": 0}

@@ -29,7 +29,7 @@ def _positive_int(text: str) -> int:
 
 
 def _cam_method(text: str) -> str:
-    from braintumour.explain import CAM_METHODS
+    from braintumour.analysis.explain import CAM_METHODS
 
     if text not in CAM_METHODS:
         raise argparse.ArgumentTypeError(f"unknown CAM method {text!r} (choose from {', '.join(CAM_METHODS)})")
@@ -56,9 +56,8 @@ def _parameter(text: str) -> tuple[str, object]:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from braintumour import figshare
-    from braintumour.datasets import EXTERNAL
-    from braintumour.download import fetch
+    from braintumour.datasets import EXTERNAL, figshare
+    from braintumour.datasets.download import fetch
 
     kaggle = fetch(url=args.url or None, sha256=args.sha256 or None, force=args.force)
     if "figshare" not in args.skip:
@@ -72,7 +71,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 def _cmd_manifest(args: argparse.Namespace) -> int:
     import warnings
 
-    from braintumour.data import load_dataset
+    from braintumour.datasets.kaggle import load_dataset
 
     with warnings.catch_warnings():  # the skipped files are listed below, one line each, cached or not
         warnings.filterwarnings("ignore", message=r"\d+ unreadable image\(s\) skipped")
@@ -90,7 +89,7 @@ def _cmd_manifest(args: argparse.Namespace) -> int:
 
 def _cmd_notebook(args: argparse.Namespace) -> int:
     from braintumour.files import check_output_path
-    from braintumour.pipeline import NotebookFailed, execute
+    from braintumour.reporting.pipeline import NotebookFailed, execute
 
     if args.reports:
         check_output_path(args.reports, folder=True)
@@ -114,7 +113,7 @@ def _cmd_notebook(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from braintumour.config import reports_dir
-    from braintumour.export import export
+    from braintumour.reporting.export import export
 
     reports = Path(args.reports) if args.reports else reports_dir()
     executed = sorted((reports / "executed").glob("[0-9][0-9]_*.ipynb"))
@@ -135,7 +134,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_ood_fit(args: argparse.Namespace) -> int:
-    from braintumour.ood import fit_for_model, ood_paths
+    from braintumour.analysis.ood import fit_for_model, ood_paths
 
     for model in args.model:
         d = fit_for_model(Path(model), args.method)
@@ -146,7 +145,7 @@ def _cmd_ood_fit(args: argparse.Namespace) -> int:
 
 def _cmd_readme_results(args: argparse.Namespace) -> int:
     from braintumour.config import project_root
-    from braintumour.summary import rewrite_readme
+    from braintumour.reporting.summary import rewrite_readme
 
     readme = project_root() / "README.md"
     changed = rewrite_readme(readme, Path(args.metrics) if args.metrics else None)
@@ -156,7 +155,7 @@ def _cmd_readme_results(args: argparse.Namespace) -> int:
 
 def _cmd_experiments_log(args: argparse.Namespace) -> int:
     from braintumour.config import project_root
-    from braintumour.experiment_log import rewrite_log
+    from braintumour.reporting.experiment_log import rewrite_log
 
     root = project_root()
     doc = root / "docs" / "experiments.md"
@@ -250,13 +249,14 @@ def _input_errors() -> tuple[type[Exception], ...]:
     """The errors that mean bad or missing input, reported in one line rather than a traceback.
     Imported only once something has failed: `checkpoints` imports torch, seconds that every
     command (each notebook of `make reproduce` is one) would pay otherwise."""
-    from braintumour.calibration import CalibrationError
-    from braintumour.checkpoints import CheckpointError
-    from braintumour.data import DataNotFoundError, DatasetLayoutError, ImageDecodeError
-    from braintumour.device import DeviceUnavailable
-    from braintumour.download import DownloadError
+    from braintumour.analysis.calibration import CalibrationError
+    from braintumour.analysis.ood import OodFileError
+    from braintumour.datasets.download import DownloadError
+    from braintumour.datasets.images import ImageDecodeError
+    from braintumour.datasets.kaggle import DataNotFoundError, DatasetLayoutError
     from braintumour.files import OutputPathError
-    from braintumour.ood import OodFileError
+    from braintumour.training.checkpoints import CheckpointError
+    from braintumour.training.device import DeviceUnavailable
 
     return (DataNotFoundError, DatasetLayoutError, ImageDecodeError, DownloadError, CheckpointError, OutputPathError,
             CalibrationError, DeviceUnavailable, OodFileError)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 # Class order is fixed once: label i means CLASSES[i] everywhere (arrays, metrics, figures).
 CLASSES: tuple[str, ...] = ("glioma", "meningioma", "notumor", "pituitary")
+PARTIAL_LABEL = len(CLASSES)  # the label of an image known to hold a tumour of unknown type (Br35H `yes`)
 # One seed for every bootstrap interval (evaluate, calibration, collection_scores), so an interval
 # is the same wherever it is computed.
 BOOTSTRAP_SEED = 12345

@@ -15,7 +15,7 @@ They catch what needs no model; the unfamiliar score (`ood`) catches the rest.
   Both conditions, because some real slices lie on a mid-grey background (FLAIR exports of Br35H and the
   Kaggle set: border medians 45-89, no pixel at or below 40); the dark share alone refused 14 of them.
 The last two judge the image's own area of the model's input (`content`), not the black bars that
-`data.square_resize` pads a non-square image with: those would make a white page look like a slice.
+`images.square_resize` pads a non-square image with: those would make a white page look like a slice.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from braintumour.data import ImageDecodeError
+from braintumour.datasets.images import ImageDecodeError
 
 CHROMA_LEVEL = 40  # grey levels: JPEG's chroma noise on a grey slice stays far below
 MAX_COLOUR_SHARE = 0.15  # real slices measured: at most 0.047 (a coloured banner across a web image)
@@ -44,7 +44,7 @@ class NotABrainSlice(ImageDecodeError):
 
 
 def content(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """The part of a padded square input (`data.square_resize`) that shows the original width x height
+    """The part of a padded square input (`images.square_resize`) that shows the original width x height
     image, less one pixel at each padded side (bilinear resizing blends it with the padding)."""
     side = image.shape[0]
     w = max(1, round(side * width / max(width, height)))
@@ -62,8 +62,8 @@ def _chroma_share(rgb: np.ndarray) -> float:
 
 
 def colour_and_size(im: Image.Image) -> tuple[float, tuple[int, int]]:
-    """Share of coloured pixels of a decoded image (`data.decode_image`; 0 for grey modes) and its width
-    and height as the model sees it (after the EXIF turn that `data.to_grey` applies to JPEGs). Called
+    """Share of coloured pixels of a decoded image (`images.decode_image`; 0 for grey modes) and its width
+    and height as the model sees it (after the EXIF turn that `images.to_grey` applies to JPEGs). Called
     before `to_grey`, on the pixels `predict` decoded anyway: a file is decoded once."""
     turned = im.format == "JPEG" and im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
     return _colour_share(im), ((im.height, im.width) if turned else im.size)

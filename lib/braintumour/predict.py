@@ -1,7 +1,7 @@
 """`python -m braintumour predict`: the trained model on new slices, with a Grad-CAM overlay each.
 
 Reads JPEG, PNG (8/16-bit, grey, RGB, RGBA, palette), TIFF and DICOM MR slices; preprocessing is
-the library's own (`data.square_resize`, `transforms.to_input`), never a copy. Every bad file gets
+the library's own (`images.square_resize`, `transforms.to_input`), never a copy. Every bad file gets
 one line naming it and the reason; the others are still processed; outputs are written atomically.
 """
 
@@ -24,11 +24,13 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from braintumour import files, inputcheck, ood
-from braintumour.calibration import Calibration, load_calibration, probabilities
-from braintumour.checkpoints import check_runs, load_checkpoint
+from braintumour import files, inputcheck
+from braintumour.analysis import ood
+from braintumour.analysis.calibration import Calibration, load_calibration, probabilities
+from braintumour.analysis.evaluate import predict_logits
+from braintumour.analysis.explain import CamExplainer, overlay
 from braintumour.config import CLASSES, project_root
-from braintumour.data import (
+from braintumour.datasets.images import (
     MAX_FILE_BYTES,
     ImageDecodeError,
     check_frames,
@@ -40,8 +42,7 @@ from braintumour.data import (
     square_resize,
     to_grey,
 )
-from braintumour.evaluate import predict_logits
-from braintumour.explain import CamExplainer, overlay
+from braintumour.training.checkpoints import check_runs, load_checkpoint
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}
@@ -109,7 +110,7 @@ def _is_dicom(data: bytes, path: Path) -> bool:
 
 
 def read_dicom(data: bytes, source: Path) -> Image.Image:
-    """One DICOM slice -> 8-bit greyscale by the rule every container follows (`data.scale_to_uint8`):
+    """One DICOM slice -> 8-bit greyscale by the rule every container follows (`images.scale_to_uint8`):
     8-bit unsigned pixels as stored, as an 8-bit PNG's are; wider, signed or rescaled ones shifted and
     scaled like a 16-bit PNG's or a float TIFF's."""
     import pydicom

@@ -1,6 +1,11 @@
-"""Every image collection the compendium reads, one module each, with one interface (`source.Source`:
-find, fetch, check, load). The Kaggle set and its figshare masks keep their own modules (`data`,
-`download`, `figshare`); the collections here are the ones a model is tested for generalisation on."""
+"""Datasets: finding, fetching, decoding, auditing and splitting every image collection.
+
+The Kaggle set (`kaggle`: layout, manifest, fingerprint, decoded cache, where its masks and patient ids
+lie) is fetched by `download`; `figshare` derives the masks and patient ids from the figshare release
+(downloaded by `resumable`); `images` decodes every source's files to one convention; `audit`, `splits`
+and `folds` check it and part it. The external collections, one module each with one interface
+(`source.Source`: find, fetch, check, load), are the ones a model is tested for generalisation on;
+`EXTERNAL` lists them."""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from braintumour import data
 from braintumour.config import BR35H_DIRNAME, BR35H_ENV, BR35H_FOLDERS, BR35H_KAGGLE_DATASET
+from braintumour.datasets import kaggle
 from braintumour.datasets.source import NOTUMOR, TUMOUR, Source, folder_holding, image_files, rows_frame
 
 SPLIT = "Br35H"  # the manifest's split column, as the committed fingerprint has it
@@ -21,14 +21,14 @@ def list_rows(root: Path):
     """yes/ (a tumour of unknown type) and no/, sorted; both must be there and hold images."""
     missing = [f for f in BR35H_FOLDERS if not (root / f).is_dir()]
     if missing:
-        raise data.DatasetLayoutError(
+        raise kaggle.DatasetLayoutError(
             f"{root} does not have Br35H's layout: missing folder(s) {', '.join(f + '/' for f in missing)} "
             f"(expected {' and '.join(f + '/' for f in BR35H_FOLDERS)})")
     rows = [(p.relative_to(root).as_posix(), SPLIT, TUMOUR if f == "yes" else NOTUMOR, f, "", "[]")
             for f in BR35H_FOLDERS for p in image_files(root / f)]
     empty = [f for f in BR35H_FOLDERS if not any(r[3] == f for r in rows)]
     if empty:
-        raise data.DatasetLayoutError(f"{root}: no image in {', '.join(f + '/' for f in empty)}")
+        raise kaggle.DatasetLayoutError(f"{root}: no image in {', '.join(f + '/' for f in empty)}")
     return rows_frame(rows)
 
 

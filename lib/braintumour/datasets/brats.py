@@ -14,7 +14,7 @@ import json
 import re
 from pathlib import Path
 
-from braintumour import data
+from braintumour.datasets import kaggle
 from braintumour.datasets.source import TUMOUR, Source, folder_holding, image_files, rows_frame
 
 PLANES = ("axial", "coronal", "sagittal")
@@ -47,7 +47,7 @@ def read_boxes(label_file: Path) -> str:
         except ValueError:
             values = []
         if len(fields) != 5 or len(values) != 4 or not all(0 <= v <= 1 for v in values):
-            raise data.DatasetLayoutError(f"{label_file}, line {n}: not a YOLO box ('class x y width height')")
+            raise kaggle.DatasetLayoutError(f"{label_file}, line {n}: not a YOLO box ('class x y width height')")
         boxes.append(values)
     return json.dumps(boxes)
 
@@ -55,8 +55,8 @@ def read_boxes(label_file: Path) -> str:
 def list_rows(root: Path):
     missing = [PLANE_DIR.format(p) for p in PLANES if not (root / PLANE_DIR.format(p) / "images").is_dir()]
     if missing:
-        raise data.DatasetLayoutError(f"{root} does not have the BraTS slices' layout: missing "
-                                      f"{', '.join(m + '/images/' for m in missing)}")
+        raise kaggle.DatasetLayoutError(f"{root} does not have the BraTS slices' layout: missing "
+                                        f"{', '.join(m + '/images/' for m in missing)}")
     rows = []
     for plane in PLANES:
         images = root / PLANE_DIR.format(plane) / "images"

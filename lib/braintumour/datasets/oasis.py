@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from braintumour import data
+from braintumour.datasets import kaggle
 from braintumour.datasets.source import NOTUMOR, Source, folder_holding, image_files, rows_frame
 
 FOLDER = "train/NonDemented"
@@ -17,7 +17,7 @@ FOLDER = "train/NonDemented"
 def list_rows(root: Path):
     folder = root / FOLDER
     if not folder.is_dir():
-        raise data.DatasetLayoutError(f"{root} does not have the OASIS release's layout: missing {FOLDER}/")
+        raise kaggle.DatasetLayoutError(f"{root} does not have the OASIS release's layout: missing {FOLDER}/")
     return rows_frame([(f.relative_to(root).as_posix(), "axial", NOTUMOR, "notumor", "", "[]")
                        for f in image_files(folder)])
 

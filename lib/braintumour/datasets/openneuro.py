@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from braintumour import data
+from braintumour.datasets import kaggle
 from braintumour.datasets.source import NOTUMOR, Source, folder_holding, image_files, rows_frame
 
 REPOSITORY = "rdd0582/mri_superresolution"
@@ -30,7 +30,7 @@ def _slices(folder: Path) -> list[Path]:
 def list_rows(root: Path):
     rows = [(f.name, "axial", NOTUMOR, "notumor", SLICE.match(f.name).group(1), "[]") for f in _slices(root)]
     if not rows:
-        raise data.DatasetLayoutError(f"{root}: no slice named like sub-NN_T1w.nii_sliceK.png")
+        raise kaggle.DatasetLayoutError(f"{root}: no slice named like sub-NN_T1w.nii_sliceK.png")
     return rows_frame(rows)
 
 

@@ -4,7 +4,7 @@ A `Source` is found like the Kaggle set (`$<ENV>`, `data/raw/<dirname>/`, `../sh
 fetched by `make data` where absent (a zip at `<URL_VAR>`, optionally checked against `<URL_VAR>`'s
 SHA-256 in `<SHA_VAR>`; else the Kaggle dataset through kagglehub, or the source's public archive), with
 the Kaggle download's checks: checksum, the zip's sizes, the layout, and every image decodes. It loads as a
-`data.Dataset` whose manifest adds, per image: `group` (patient or subject where the file names tell,
+`kaggle.Dataset` whose manifest adds, per image: `group` (patient or subject where the file names tell,
 else empty: near-duplicate clusters group those, `groups.collection_groups`), `collection` and `boxes`
 (tumour boxes as JSON, where the collection has them). No count is checked anywhere: releases change.
 """
@@ -20,10 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from braintumour import data
-from braintumour.config import CLASSES, raw_dir
-from braintumour.download import DownloadError, install_tree, source_root
-from braintumour.recipes import PARTIAL_LABEL
+from braintumour.config import CLASSES, PARTIAL_LABEL, raw_dir
+from braintumour.datasets import images, kaggle
+from braintumour.datasets.download import DownloadError, install_tree, source_root
 
 NOTUMOR = CLASSES.index("notumor")
 TUMOUR = PARTIAL_LABEL  # a tumour of unknown type
@@ -60,19 +59,19 @@ class Source:
                 f"to download it ({'kagglehub, or ' if self.kaggle_dataset else ''}{self.url_var}=<zip url>).")
 
     def candidate_dirs(self) -> list[tuple[str, Path]]:
-        return data.candidate_dirs(self.env, self.dirname)
+        return kaggle.candidate_dirs(self.env, self.dirname)
 
     def find(self) -> Path:
         """The collection's folder; DataNotFoundError saying where it was looked for and how to get it."""
-        return data.find_source(self.env, self.dirname, self.title, self.how())
+        return kaggle.find_source(self.env, self.dirname, self.title, self.how())
 
     def check(self, folder: Path) -> dict[str, int]:
         """The layout, and every image decodes (ImageDecodeError names the file); images per label."""
         rows = self.list_rows(folder)
         if rows.empty:
-            raise data.DatasetLayoutError(f"{folder}: no image of {self.title} found")
+            raise kaggle.DatasetLayoutError(f"{folder}: no image of {self.title} found")
         for rel in rows.path:
-            data.decode_grey(data.read_image_bytes(folder / rel), source=folder / rel)
+            images.decode_grey(images.read_image_bytes(folder / rel), source=folder / rel)
         return {LABEL_NAMES[k]: int(n) for k, n in rows.label.value_counts().sort_index().items()}
 
     def fetch(self, url: str | None = None, sha256: str | None = None, dest: Path | None = None,
@@ -105,22 +104,22 @@ class Source:
     def _found(self) -> Path | None:
         try:
             return self.find()
-        except data.DataNotFoundError:
+        except kaggle.DataNotFoundError:
             return None
 
-    def load(self, root: Path | None = None) -> data.Dataset:
-        """The collection as a `data.Dataset` (so the decoded-image cache and the fingerprint work as
+    def load(self, root: Path | None = None) -> kaggle.Dataset:
+        """The collection as a `kaggle.Dataset` (so the decoded-image cache and the fingerprint work as
         for the Kaggle set): split = look, plus `EXTRA_COLUMNS`."""
         root = (root or self.find()).resolve()
         rows = self.list_rows(root)
         records = []
         for r in rows.itertuples(index=False):
-            raw = data.read_image_bytes(root / r.path)
-            width, height, mode = data._header(root / r.path, raw)
+            raw = images.read_image_bytes(root / r.path)
+            width, height, mode = images._header(root / r.path, raw)
             records.append((r.path, r.look, r.label, r.class_name, hashlib.sha256(raw).hexdigest(), width,
                             height, mode, "", r.group, self.name, r.boxes))
-        manifest = pd.DataFrame(records, columns=data.MANIFEST_COLUMNS + EXTRA_COLUMNS)
-        return data.Dataset(root, manifest, data.fingerprint(manifest))
+        manifest = pd.DataFrame(records, columns=kaggle.MANIFEST_COLUMNS + EXTRA_COLUMNS)
+        return kaggle.Dataset(root, manifest, kaggle.fingerprint(manifest))
 
 
 def folder_holding(predicate: Callable[[Path], bool], what: str) -> Callable[[Path], Path]:
@@ -130,7 +129,7 @@ def folder_holding(predicate: Callable[[Path], bool], what: str) -> Callable[[Pa
         for candidate in [folder, *sorted(p for p in folder.rglob("*") if p.is_dir())]:
             if predicate(candidate):
                 return candidate
-        raise data.DatasetLayoutError(f"no folder holding {what} found in {folder}")
+        raise kaggle.DatasetLayoutError(f"no folder holding {what} found in {folder}")
     return root_in
 
 
