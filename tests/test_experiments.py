@@ -1,8 +1,8 @@
 """The experiments (experiments/*.py), each run as its usage line says in the smoke profile, on the real
 data: every one prints its JSON lines and writes one result file through `outputs.write_result`, with
 the header of every metrics file and the numbers it printed. Runs go to a temporary run cache (except
-external_variants': `external.train_variant` uses the notebooks' cache, where the smoke profile's keys
-are its own), results to a temporary folder. And the one writer: `write_metrics` keeps its shape."""
+external_variants' and generalised_steps': `external.train_variant` and `generalisation.train_generalised`
+use the notebooks' cache, where the smoke profile's keys are their own), results to a temporary folder. And the one writer: `write_metrics` keeps its shape."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ SMOKE = get_profile("smoke")
 # Test images of the smoke subset: `per_class_limit` of each class.
 SMOKE_TEST = 4 * SMOKE["per_class_limit"]
 TESTED = {"screen_recipe", "seed_errors", "refit_train_val", "checkpoint_selection", "external_variants",
-          "figshare_rebuilt_release"}
+          "figshare_rebuilt_release", "ood_screen", "generalised_steps"}
 
 
 @pytest.fixture
@@ -165,6 +165,25 @@ def test_figshare_rebuilt_release(tmp_path, out, run):
     assert r["slices"] == r["masks_derived"] == r["masks_shipped"] == r["kaggle_files"] == 6
     assert r["same_names"] and r["masks_differing"] == 0 and r["patients_csv_identical"]
     assert "same names True, 0 differ in any pixel" in stdout
+
+
+@pytest.mark.slow
+def test_ood_screen(out, run):
+    """Every candidate scored for each model predict uses; the one kept flags every non-brain image."""
+    lines, stdout = run("ood_screen", "--profile", "smoke", "--out", out)
+    r = result(out, "ood_screen", stdout)
+    assert lines[-1]["chosen"] == r["chosen"] and set(r["worst_tune_mean"]) == set(r["candidates"])
+    assert not any(by_model["nonbrain_unflagged"] for by_model in r["candidates"][r["chosen"]].values())
+    assert r["nonbrain_images"] > 0
+
+
+@pytest.mark.slow
+def test_generalised_steps(out, run):
+    lines, stdout = run("generalised_steps", "--profile", "smoke", "--steps", "6", "--out", out)
+    r = result(out, "generalised_steps-6", stdout)
+    (row,) = r["runs"]
+    assert lines[0]["steps"] == row["steps"] == 6 and row["config"]["max_steps"] == 6
+    assert 0 <= row["validation_accuracy"] <= 1 and set(row["tune"]) >= {"brats", "oasis"}
 
 
 def test_write_result_and_write_metrics_share_one_header(tmp_path, monkeypatch):

@@ -29,6 +29,7 @@ def test_logits_are_linear_in_the_captured_features(name):
     model = build_model(name).eval()
     images = np.random.default_rng(0).integers(0, 256, (3, 64, 64), dtype=np.uint8)
     logits, feats = ood.logits_and_features(model, images)
+    feats = feats["penultimate"]
     layer = ood.penultimate_layer(model)
     w = layer.weight.detach().reshape(layer.weight.shape[0], -1).numpy()
     b = (layer.bias if layer.bias is not None else model.bias).detach().numpy()
@@ -44,90 +45,108 @@ def test_threshold_flags_at_most_the_share_even_with_ties(n):
         assert (scores >= t).sum() >= int(0.02 * n) + 1 or (scores > t).sum() == int(0.02 * n)
 
 
-def _detector(dim=8, method="mahalanobis") -> ood.OodDetector:
+def _score(method: str, dim: int = 8, threshold: float = 3.5) -> ood.Score:
     rng = np.random.default_rng(0)
     a = rng.normal(size=(dim, dim))
     arrays = {"mahalanobis": {"means": rng.normal(size=(4, dim)), "precision": a @ a.T + np.eye(dim)},
               "knn": {"bank": rng.normal(size=(30, dim)).astype(np.float32)}}.get(method, {})
+    return ood.Score(method=method, features=ood.FEATURES[method], neighbours=3 if method == "knn" else 0,
+                     threshold=threshold, validation_flagged=0.01, feature_dim=dim, arrays=arrays)
+
+
+def _detector(*methods: str, dim: int = 8) -> ood.OodDetector:
     return ood.OodDetector(
-        method=method, threshold=3.5, fitted_on="train", n_fit=100, thresholded_on="val", n_threshold=50,
-        max_validation_flagged=0.02, validation_flagged=0.02, feature_dim=dim, data_fingerprint="f", git_commit="c",
-        neighbours=3 if method == "knn" else 0, features=ood.FEATURES[method], arrays=arrays)
+        scores=tuple(_score(m, dim) for m in methods or ("mahalanobis",)), fitted_on="train", n_fit=100,
+        thresholded_on="val", n_threshold=50, max_validation_flagged=0.02, validation_flagged=0.02,
+        data_fingerprint="f", git_commit="c")
+
+
+def _features(n: int = 5, dim: int = 8) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(n, dim))
+    return rng.normal(size=(n, 4)), {"penultimate": feats, "stages": feats}
 
 
 def test_sidecar_round_trip(tmp_path):
     model_path = tmp_path / "m.pt"
-    for method in ("mahalanobis", "knn", "energy"):
-        d = _detector(method=method)
+    for methods in (("mahalanobis",), ("knn",), ("knn", "mahalanobis"), ("energy",)):
+        d = _detector(*methods)
         ood.save_detector(model_path, d)
         back = ood.load_detector(model_path)
-        assert back == d
-        feats, logits = np.random.default_rng(1).normal(size=(5, 8)), np.random.default_rng(2).normal(size=(5, 4))
-        np.testing.assert_allclose(back.score(logits, feats), d.score(logits, feats))
+        assert back == d and back.kinds == d.kinds
+        np.testing.assert_allclose(back.apply(*_features())[0], d.apply(*_features())[0])
     assert not ood.ood_paths(model_path)[1].exists()  # energy needs no arrays; the old ones are gone
     assert ood.load_detector(tmp_path / "none.pt") is None
     assert not list(tmp_path.glob(".*"))  # atomic writes leave no temporary file
 
 
-@pytest.mark.parametrize("fault", ["not json", "schema", "missing field", "nan threshold", "infinite", "method",
-                                   "bool", "nan array", "shape", "checksum", "no arrays", "features"])
+def test_an_image_is_unfamiliar_when_any_score_is_over_its_threshold():
+    logits, features = _features(n=200)
+    both = _detector("knn", "mahalanobis")
+    scores, flags = both.apply(logits, features)
+    each = [_detector(m).apply(logits, features) for m in ("knn", "mahalanobis")]
+    np.testing.assert_array_equal(flags, each[0][1] | each[1][1])
+    np.testing.assert_allclose(scores, np.maximum(each[0][0], each[1][0]))
+    assert ((scores > 0) == flags).all() and 0 < flags.mean() < 1
+    # Energy scores are negative: relative to the threshold's size, the order is kept.
+    energy = _detector("energy")
+    raw = ood.score("energy", logits, features["penultimate"])
+    assert np.argsort(energy.apply(logits, features)[0]).tolist() == np.argsort(raw).tolist()
+
+
+@pytest.mark.parametrize("fault", ["not json", "schema", "missing field", "nan threshold", "zero threshold",
+                                   "infinite", "method", "bool", "features", "no scores", "nan array", "shape",
+                                   "checksum", "no arrays", "k zero", "k bool", "fewer features than k",
+                                   "bank shape"])
 def test_a_bad_sidecar_is_named_not_used(tmp_path, fault):
     model_path = tmp_path / "m.pt"
-    ood.save_detector(model_path, _detector())
+    ood.save_detector(model_path, _detector("mahalanobis", "knn"))
     json_path, npz_path = ood.ood_paths(model_path)
     record = json.loads(json_path.read_text())
     arrays = dict(np.load(npz_path))
+    maha, knn = record["scores"]
     if fault == "not json":
         json_path.write_text("{")
     elif fault == "no arrays":
         npz_path.unlink()
-    elif fault in ("nan array", "shape", "checksum"):
-        arrays["precision"] = {"nan array": arrays["precision"] * np.nan, "shape": arrays["precision"][:4],
-                               "checksum": arrays["precision"] * 2}[fault]
+    elif fault in ("nan array", "shape", "checksum", "bank shape"):
+        arrays |= {"nan array": {"0.precision": arrays["0.precision"] * np.nan},
+                   "shape": {"0.precision": arrays["0.precision"][:4]},
+                   "checksum": {"0.precision": arrays["0.precision"] * 2},
+                   "bank shape": {"1.bank": arrays["1.bank"][:, :4]}}[fault]
         np.savez(npz_path, **arrays)
     else:
-        record |= {"schema": {"schema": 99}, "missing field": {}, "nan threshold": {"threshold": float("nan")},
-                   "infinite": {"n_fit": float("inf")}, "method": {"method": "magic"},
-                   "bool": {"threshold": True}, "features": {"features": "pixels"}}[fault]
-        record.pop("feature_dim") if fault == "missing field" else None
+        record |= {"schema": {"schema": 1}, "missing field": {}, "infinite": {"n_fit": float("inf")},
+                   "no scores": {"scores": []}}.get(fault, {})
+        maha |= {"nan threshold": {"threshold": float("nan")}, "zero threshold": {"threshold": 0},
+                 "method": {"method": "magic"}, "bool": {"threshold": True}, "features": {"features": "pixels"}
+                 }.get(fault, {})
+        knn |= {"k zero": {"neighbours": 0}, "k bool": {"neighbours": True},
+                "fewer features than k": {"neighbours": 31}}.get(fault, {})
+        record.pop("n_fit") if fault == "missing field" else None
         json_path.write_text(json.dumps(record))
-    with pytest.raises(ood.OodFileError, match=r"m\.ood\.(json|npz)"):
-        ood.load_detector(model_path)
-
-
-@pytest.mark.parametrize("fault", ["k zero", "k bool", "fewer features than k", "bank shape", "bank checksum"])
-def test_a_bad_knn_sidecar_is_named_not_used(tmp_path, fault):
-    model_path = tmp_path / "m.pt"
-    ood.save_detector(model_path, _detector(method="knn"))
-    json_path, npz_path = ood.ood_paths(model_path)
-    record, bank = json.loads(json_path.read_text()), np.load(npz_path)["bank"]
-    if fault.startswith("k "):
-        json_path.write_text(json.dumps(record | {"neighbours": 0 if fault == "k zero" else True}))
-    elif fault == "fewer features than k":
-        json_path.write_text(json.dumps(record | {"neighbours": 31}))
-    else:
-        np.savez(npz_path, bank=bank[:, :4] if fault == "bank shape" else bank * 2)
     with pytest.raises(ood.OodFileError, match=r"m\.ood\.(json|npz)"):
         ood.load_detector(model_path)
 
 
 def test_stage_statistics_are_each_stage_mean_and_spread():
     """The "stages" features: per stage, the channel means then standard deviations of its output, from
-    the same forward pass as the logits."""
+    the same forward pass as the logits and the penultimate features."""
     torch.manual_seed(0)
     model = build_model("custom_cnn").eval()
     images = np.random.default_rng(0).integers(0, 256, (3, 64, 64), dtype=np.uint8)
-    logits, feats = ood.logits_and_features(model, images, kind="stages")
+    logits, feats = ood.logits_and_features(model, images, kinds=("stages", "penultimate"))
     outputs = []
     hooks = [m.register_forward_hook(lambda _m, _a, o: outputs.append(o.float())) for m in ood.stages(model)]
     np.testing.assert_allclose(predict_logits(model, images), logits, atol=1e-5)
     for h in hooks:
         h.remove()
     want = torch.cat([torch.cat([o.mean((2, 3)), o.std((2, 3))], 1) for o in outputs], 1).detach().numpy()
-    assert feats.shape == (3, ood.feature_dim(model, "stages")) == want.shape
-    np.testing.assert_allclose(feats, want, rtol=1e-5, atol=1e-6)
+    assert feats["stages"].shape == (3, ood.feature_dim(model, "stages")) == want.shape
+    np.testing.assert_allclose(feats["stages"], want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(feats["penultimate"], ood.logits_and_features(model, images)[1]["penultimate"])
     with pytest.raises(ValueError, match="no stages registered for LeNet5"):
-        ood.logits_and_features(build_model("lenet5"), images, kind="stages")
+        ood.logits_and_features(build_model("lenet5"), images, kinds=("stages",))
 
 
 def test_a_detector_for_other_features_is_refused(tmp_path):
@@ -135,32 +154,38 @@ def test_a_detector_for_other_features_is_refused(tmp_path):
     save_checkpoint(path, build_model("custom_cnn").eval(), tiny_config(image_size=64))
     model, _ = load_checkpoint(path)
     with pytest.raises(ood.OodFileError, match="fitted on 8 features, the model gives 128"):
-        ood.check_model(_detector(8), model, path)
+        ood.check_model(_detector("mahalanobis", dim=8), model, path)
+    with pytest.raises(ood.OodFileError, match="no stages registered for LeNet5"):
+        ood.check_model(_detector("knn", dim=8), build_model("lenet5"), path)
 
 
 def test_fit_detector_thresholds_on_validation():
-    """On synthetic features: fitted on 'training', at most 2% of 'validation' above the threshold."""
+    """On synthetic images: fitted on 'training', at most 2% of 'validation' above the threshold; LeNet-5
+    has no stages, so Mahalanobis alone takes the whole share."""
     torch.manual_seed(0)
     model = build_model("lenet5").eval()
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (200, 32, 32), dtype=np.uint8), np.repeat(np.arange(4), 50)
-    d = ood.fit_detector(model, (images, labels), rng.integers(0, 256, (150, 32, 32), dtype=np.uint8), "mahalanobis")
-    assert d.method == "mahalanobis" and d.feature_dim == 84 and d.n_fit == 200 and d.n_threshold == 150
-    assert d.validation_flagged <= 0.02 and all(np.isfinite(a).all() for a in d.arrays.values())
+    d = ood.fit_detector(model, (images, labels), rng.integers(0, 256, (150, 32, 32), dtype=np.uint8))
+    (part,) = d.scores
+    assert (part.method, part.feature_dim, d.n_fit, d.n_threshold) == ("mahalanobis", 84, 200, 150)
+    assert d.validation_flagged <= 0.02 and all(np.isfinite(a).all() for a in part.arrays.values())
 
 
-def test_fit_knn_detector_on_stage_statistics():
+def test_the_default_detector_shares_validation_between_knn_and_mahalanobis():
     torch.manual_seed(0)
     model = build_model("custom_cnn").eval()
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (80, 32, 32), dtype=np.uint8), np.repeat(np.arange(4), 20)
-    d = ood.fit_detector(model, (images, labels), rng.integers(0, 256, (100, 32, 32), dtype=np.uint8), "knn",
-                         neighbours=2)
-    assert (d.features, d.neighbours, d.feature_dim) == ("stages", 2, ood.feature_dim(model, "stages"))
-    assert d.arrays["bank"].shape == (80, d.feature_dim) and d.validation_flagged <= 0.02
-    # A training image is its own nearest neighbour: with k = 1 its distance is zero.
-    k1 = ood.fit_detector(model, (images, labels), images[:50], "knn", neighbours=1)
-    assert k1.score(*ood.logits_and_features(model, images[:5], kind="stages")) == pytest.approx(0, abs=1e-3)
+    val = rng.integers(0, 256, (400, 32, 32), dtype=np.uint8)
+    d = ood.fit_detector(model, (images, labels), val)
+    knn, maha = d.scores
+    assert (knn.method, knn.features, knn.neighbours, maha.method) == ("knn", "stages", 1, "mahalanobis")
+    assert knn.arrays["bank"].shape == (80, ood.feature_dim(model, "stages"))
+    assert knn.validation_flagged <= 0.015 and maha.validation_flagged <= 0.005 and d.validation_flagged <= 0.02
+    # A training image is its own nearest neighbour: its KNN distance is zero, far under the threshold.
+    logits, features = ood.logits_and_features(model, images[:5], kinds=d.kinds)
+    assert knn(logits, features) == pytest.approx(-1, abs=1e-3)
 
 
 def _committed(name: str, dataset: kaggle.Dataset) -> ood.OodDetector:
@@ -181,7 +206,7 @@ def test_committed_detectors_flag_at_most_two_percent_of_validation(name, datase
     model, payload = load_checkpoint(MODELS / f"{name}.pt")
     images = kaggle.load_images(dataset, payload["config"]["image_size"])
     val = images[splits.load_split(dataset).val]
-    _, flags = detector.apply(*ood.logits_and_features(model, val, kind=detector.features))
+    _, flags = detector.apply(*ood.logits_and_features(model, val, kinds=detector.kinds))
     assert flags.mean() == pytest.approx(detector.validation_flagged) and flags.mean() <= 0.02
     assert detector.n_threshold == len(val)
 

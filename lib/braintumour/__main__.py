@@ -138,7 +138,7 @@ def _cmd_ood_fit(args: argparse.Namespace) -> int:
 
     for model in args.model:
         d = fit_for_model(Path(model), args.method)
-        print(f"{ood_paths(Path(model))[0]}: {d.method} on {d.features} features, unfamiliar above {d.threshold:.4g}; "
+        print(f"{ood_paths(Path(model))[0]}: {d.method}; "
               f"{d.validation_flagged:.2%} of {d.n_threshold} validation images flagged")
     return 0
 
@@ -240,7 +240,7 @@ def _add_predict_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ood-fit", help="fit a model's unfamiliar (out-of-distribution) score on the Kaggle "
                                        "training images, threshold it on validation, write it beside the model")
     p.add_argument("--model", action="append", required=True, help="checkpoint (repeatable)")
-    # The names of `ood.METHODS`, written out so that `--help` does not import torch; None: `ood.DEFAULT_METHOD`.
+    # The names of `ood.METHODS`, written out so that `--help` does not import torch; None: `ood.default_scores`.
     p.add_argument("--method", default=None, choices=["knn", "mahalanobis", "energy"])
     p.set_defaults(func=_cmd_ood_fit)
 

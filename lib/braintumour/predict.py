@@ -296,7 +296,7 @@ class PredictResult:
         if d is None:
             return ("unfamiliar: no OOD file beside the model (python -m braintumour ood-fit writes it), "
                     "so no image is flagged")
-        return (f"unfamiliar: {d.method} score above {d.threshold:.4g} (fitted on {d.n_fit} training images, "
+        return (f"unfamiliar: {d.method}, a score above its threshold (fitted on {d.n_fit} training images, "
                 f"{d.validation_flagged:.1%} of {d.n_threshold} validation images above it)")
 
 
@@ -307,7 +307,7 @@ def _calibrated(model, images: np.ndarray, calibration: Calibration | None,
     if detector is None:
         logits, unfamiliar = predict_logits(model, images), [(None, None)] * len(images)
     else:
-        logits, features = ood.logits_and_features(model, images, kind=detector.features)
+        logits, features = ood.logits_and_features(model, images, kinds=detector.kinds)
         scores, flags = detector.apply(logits, features)
         unfamiliar = [(float(s), bool(f)) for s, f in zip(scores, flags, strict=True)]
     if calibration is None:

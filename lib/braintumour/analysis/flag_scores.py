@@ -24,7 +24,7 @@ def flag_report(model, calibration: Calibration, detector: OodDetector, images: 
                 ) -> tuple[dict, dict[str, np.ndarray]]:
     """The flags' measures on one set, and its risk-coverage curve along the unfamiliar score (most
     familiar first)."""
-    logits, features = logits_and_features(model, images, kind=detector.features)
+    logits, features = logits_and_features(model, images, kinds=detector.kinds)
     proba, uncertain = calibration.apply(logits)
     score, unfamiliar = detector.apply(logits, features)
     wrong, flagged = errors(proba, labels), uncertain | unfamiliar

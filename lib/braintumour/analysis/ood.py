@@ -33,7 +33,8 @@ import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,6 @@ from braintumour.analysis.evaluate import predict_logits
 from braintumour.training.models import BrainTumourCNN, LeNet5, MaskGuidedCNN
 
 METHODS = ("mahalanobis", "energy", "knn")
-DEFAULT_METHOD = "knn"
 KNN_NEIGHBOURS = 1  # the k of "knn" (experiments/ood_screen.py)
 # The features a method reads by default: the penultimate layer's input, or every stage's statistics.
 FEATURES = {"mahalanobis": "penultimate", "energy": "penultimate", "knn": "stages"}
@@ -53,7 +53,7 @@ FEATURE_KINDS = ("penultimate", "stages")
 # The fitted arrays each method stores in its `.ood.npz`.
 ARRAYS: dict[str, tuple[str, ...]] = {"mahalanobis": ("means", "precision"), "energy": (), "knn": ("bank",)}
 MAX_VALIDATION_FLAGGED = 0.02  # the issue's rule: at most 2% of validation images flagged unfamiliar
-SCHEMA = 1
+SCHEMA = 2
 
 
 class OodFileError(ValueError):
@@ -102,31 +102,44 @@ def _pooled(x: torch.Tensor) -> torch.Tensor:
 
 
 def _statistics(x: torch.Tensor) -> torch.Tensor:
+    """Channel means and (unbiased) standard deviations over the map. Through average pooling, which
+    oneDNN runs on channels-last maps about 20 times faster than `Tensor.std` over two dimensions."""
     x = x.detach().float()
-    return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], dim=1).cpu()
+    n = x.shape[2] * x.shape[3]
+    mean = nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)
+    square = nn.functional.adaptive_avg_pool2d(x * x, 1).flatten(1)
+    spread = ((square - mean * mean).clamp_min(0) * (n / max(n - 1, 1))).sqrt()
+    return torch.cat([mean, spread], dim=1).cpu()
+
+
+def _capture_penultimate(model: nn.Module, out: list[torch.Tensor]):
+    return [penultimate_layer(model).register_forward_pre_hook(
+        lambda _module, args: out.append(_pooled(args[0]).detach().float().cpu()))]
+
+
+def _capture_stages(model: nn.Module, out: list[torch.Tensor]):
+    per_stage: list[torch.Tensor] = []
+    modules = stages(model)
+
+    def keep(module: nn.Module, _args, output: torch.Tensor) -> None:
+        per_stage.append(_statistics(output))
+        if module is modules[-1]:
+            out.append(torch.cat(per_stage, dim=1))
+            per_stage.clear()
+
+    return [m.register_forward_hook(keep) for m in modules]
 
 
 @contextmanager
-def captured_features(model: nn.Module, kind: str = "penultimate") -> Iterator[list[torch.Tensor]]:
-    """Collect the features of every forward pass inside the block, in order, from hooks, so that they
-    come from the same pass as the logits (no second forward, no copy of the model's code):
+def captured_features(model: nn.Module, kinds: tuple[str, ...] = ("penultimate",)
+                      ) -> Iterator[dict[str, list[torch.Tensor]]]:
+    """Collect the features of every forward pass inside the block, per kind, in order, from hooks, so
+    that they come from the same pass as the logits (no second forward, no copy of the model's code):
     - "penultimate": a forward pre-hook on `penultimate_layer` (dropout sits before it, off in eval mode);
     - "stages": forward hooks on each of `stages`, each batch the stages' statistics side by side."""
-    batches: list[torch.Tensor] = []
-    if kind == "penultimate":
-        hooks = [penultimate_layer(model).register_forward_pre_hook(
-            lambda _module, args: batches.append(_pooled(args[0]).detach().float().cpu()))]
-    else:
-        per_stage: list[torch.Tensor] = []
-        modules = stages(model)
-
-        def keep(module: nn.Module, _args, output: torch.Tensor) -> None:
-            per_stage.append(_statistics(output))
-            if module is modules[-1]:
-                batches.append(torch.cat(per_stage, dim=1))
-                per_stage.clear()
-
-        hooks = [m.register_forward_hook(keep) for m in modules]
+    batches: dict[str, list[torch.Tensor]] = {kind: [] for kind in kinds}
+    capture = {"penultimate": _capture_penultimate, "stages": _capture_stages}
+    hooks = [h for kind in kinds for h in capture[kind](model, batches[kind])]
     try:
         yield batches
     finally:
@@ -134,14 +147,14 @@ def captured_features(model: nn.Module, kind: str = "penultimate") -> Iterator[l
             hook.remove()
 
 
-def logits_and_features(model: nn.Module, images: np.ndarray, batch_size: int = 64, kind: str = "penultimate"
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """Logits (N, 4), exactly `evaluate.predict_logits`'s, and features (N, D) of `kind` of uint8 images
-    (N, H, W), from one forward pass per batch."""
-    with captured_features(model, kind) as batches:
+def logits_and_features(model: nn.Module, images: np.ndarray, batch_size: int = 64,
+                        kinds: tuple[str, ...] = ("penultimate",)) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Logits (N, 4), exactly `evaluate.predict_logits`'s, and features (N, D) of each of `kinds` of uint8
+    images (N, H, W), from one forward pass per batch."""
+    with captured_features(model, kinds) as batches:
         logits = predict_logits(model, images, batch_size)
-    feats = torch.cat(batches).numpy() if batches else np.zeros((0, feature_dim(model, kind)), dtype=np.float32)
-    return logits, feats
+    return logits, {kind: torch.cat(b).numpy() if b else np.zeros((0, feature_dim(model, kind)), dtype=np.float32)
+                    for kind, b in batches.items()}
 
 
 # --------------------------------------------------------------------------- scores
@@ -178,22 +191,30 @@ def _knn(bank: np.ndarray, neighbours: int):
     return KNN(None, k=neighbours).fit_features(z, torch.zeros(len(z), dtype=torch.long))
 
 
-def score(method: str, logits: np.ndarray, features: np.ndarray, arrays: dict[str, np.ndarray] | None = None,
-          neighbours: int = 0) -> np.ndarray:
-    """Unfamiliar score per image, higher is more unfamiliar (float64, (N,)); `arrays` the fitted ones
-    (`ARRAYS[method]`), `neighbours` the k of "knn"."""
-    if len(logits) == 0:
-        return np.zeros(0)
-    z = torch.as_tensor(features, dtype=torch.float32)
+def detector(method: str, arrays: dict[str, np.ndarray] | None = None, neighbours: int = 0):
+    """pytorch-ood's detector of `method` holding the fitted `arrays` (`ARRAYS[method]`; KNN's k:
+    `neighbours`); for energy, its class (nothing is fitted)."""
     if method == "mahalanobis":
-        return _mahalanobis(arrays["means"], arrays["precision"]).predict_features(z).numpy().astype(np.float64)
+        return _mahalanobis(arrays["means"], arrays["precision"])
     if method == "knn":
-        return _knn(arrays["bank"], neighbours).predict_features(z).numpy().astype(np.float64)
+        return _knn(arrays["bank"], neighbours)
     if method == "energy":
         from pytorch_ood.detector import EnergyBased
 
-        return EnergyBased.score(torch.as_tensor(logits, dtype=torch.float64)).numpy()
+        return EnergyBased
     raise ValueError(f"unknown OOD method {method!r}; known: {', '.join(METHODS)}")
+
+
+def score(method: str, logits: np.ndarray, features: np.ndarray, arrays: dict[str, np.ndarray] | None = None,
+          neighbours: int = 0, fitted=None) -> np.ndarray:
+    """Unfamiliar score per image, higher is more unfamiliar (float64, (N,)); `arrays` the fitted ones
+    (`ARRAYS[method]`), `neighbours` the k of "knn"; `fitted`, `detector`'s object where it is at hand."""
+    if len(logits) == 0:
+        return np.zeros(0)
+    fitted = detector(method, arrays, neighbours) if fitted is None else fitted
+    if method == "energy":
+        return fitted.score(torch.as_tensor(logits, dtype=torch.float64)).numpy()
+    return fitted.predict_features(torch.as_tensor(features, dtype=torch.float32)).numpy().astype(np.float64)
 
 
 def threshold_for_share(scores: np.ndarray, max_share: float = MAX_VALIDATION_FLAGGED) -> float:
@@ -209,34 +230,61 @@ def threshold_for_share(scores: np.ndarray, max_share: float = MAX_VALIDATION_FL
 
 
 @dataclass(frozen=True)
+class Score:
+    """One fitted score and its threshold: `method` on `features`, fitted `arrays` (`ARRAYS`), KNN's k
+    (`neighbours`, 0 for the others), and the share of validation images above `threshold`."""
+
+    method: str
+    features: str
+    neighbours: int
+    threshold: float
+    validation_flagged: float
+    feature_dim: int
+    arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+
+    @cached_property
+    def fitted(self):
+        """pytorch-ood's detector, built once (KNN's index of the training features)."""
+        return detector(self.method, self.arrays, self.neighbours)
+
+    def __call__(self, logits: np.ndarray, features: dict[str, np.ndarray]) -> np.ndarray:
+        """How far the score lies above the threshold, as a share of the threshold's size: above 0 is
+        unfamiliar, 1 is twice the threshold (for the positive distances). Scores of any scale compare."""
+        s = score(self.method, logits, features[self.features], fitted=self.fitted)
+        return (s - self.threshold) / abs(self.threshold)
+
+
+@dataclass(frozen=True)
 class OodDetector:
     """What `predict` needs beside a model to flag unfamiliar images, and where it was fitted.
 
-    An image is *unfamiliar* when its score is above `threshold`. `arrays` are the fitted ones the method
-    needs (`ARRAYS`: Mahalanobis's class means and precision matrix, KNN's training features), stored in
-    the `.ood.npz` beside the `.ood.json`; `neighbours` is KNN's k (0 for the others)."""
+    An image is *unfamiliar* when any of `scores` is above its threshold; its unfamiliar score is the
+    largest of them relative to its threshold (`Score.__call__`), so 0 is the line for every detector."""
 
-    method: str
-    threshold: float
+    scores: tuple[Score, ...]
     fitted_on: str
     n_fit: int
     thresholded_on: str
     n_threshold: int
     max_validation_flagged: float
     validation_flagged: float
-    feature_dim: int
     data_fingerprint: str
     git_commit: str
-    neighbours: int = 0
-    features: str = "penultimate"  # what `logits_and_features` gives the score (`FEATURE_KINDS`)
-    arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    threshold: float = 0.0
 
-    def score(self, logits: np.ndarray, features: np.ndarray) -> np.ndarray:
-        return score(self.method, logits, features, self.arrays, self.neighbours)
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The features the scores read: pass them to `logits_and_features`."""
+        return tuple(dict.fromkeys(s.features for s in self.scores))
 
-    def apply(self, logits: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    @property
+    def method(self) -> str:
+        return " or ".join(f"{s.method} on {s.features}" + (f" (k={s.neighbours})" if s.neighbours else "")
+                           for s in self.scores)
+
+    def apply(self, logits: np.ndarray, features: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """The score and the unfamiliar flag per image."""
-        s = self.score(logits, features)
+        s = np.max([part(logits, features) for part in self.scores], axis=0) if len(logits) else np.zeros(0)
         return s, s > self.threshold
 
 
@@ -254,14 +302,20 @@ def _arrays_sha256(arrays: list[np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def _stored_arrays(detector: OodDetector) -> dict[str, np.ndarray]:
+    """Every score's arrays under `<position>.<name>`, in the dtypes stored."""
+    return {f"{i}.{k}": np.asarray(s.arrays[k], dtype=ARRAY_DTYPES[k])
+            for i, s in enumerate(detector.scores) for k in ARRAYS[s.method]}
+
+
 def save_detector(model_path: Path, detector: OodDetector) -> Path:
     """Write the detector beside the model, atomically: the arrays first, then the JSON that names their
     checksum, so that a reader never pairs a new JSON with old arrays."""
     json_path, npz_path = ood_paths(model_path)
-    record = {"schema": SCHEMA, **{k: v for k, v in asdict(detector).items() if k != "arrays"}}
-    names = ARRAYS[detector.method]
-    if names:
-        arrays = {k: np.asarray(detector.arrays[k], dtype=ARRAY_DTYPES[k]) for k in names}
+    record = {"schema": SCHEMA, **{k: v for k, v in asdict(detector).items() if k not in ("scores", "threshold")},
+              "scores": [{k: v for k, v in asdict(s).items() if k != "arrays"} for s in detector.scores]}
+    arrays = _stored_arrays(detector)
+    if arrays:
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         files.write_bytes(npz_path, buffer.getvalue())
@@ -271,60 +325,84 @@ def save_detector(model_path: Path, detector: OodDetector) -> Path:
     return files.write_json(json_path, record)
 
 
-_FIELDS = {"method": str, "threshold": float, "fitted_on": str, "n_fit": int, "thresholded_on": str,
-           "n_threshold": int, "max_validation_flagged": float, "validation_flagged": float, "feature_dim": int,
-           "data_fingerprint": str, "git_commit": str}
+_FIELDS = {"fitted_on": str, "n_fit": int, "thresholded_on": str, "n_threshold": int,
+           "max_validation_flagged": float, "validation_flagged": float, "data_fingerprint": str, "git_commit": str}
+_SCORE_FIELDS = {"method": str, "features": str, "neighbours": int, "threshold": float, "validation_flagged": float,
+                 "feature_dim": int}
 ARRAY_DTYPES = {"means": np.float64, "precision": np.float64, "bank": np.float32}
 
 
+def _checked_fields(path: Path, record: dict, fields: dict[str, type]) -> None:
+    for name, kind in fields.items():
+        value = record.get(name)
+        ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
+        if not ok or isinstance(value, bool) or (kind is float and not math.isfinite(value)):
+            raise OodFileError(f"{path}: field {name!r} is {value!r}, expected a finite {kind.__name__}")
+
+
+def _checked_score(path: Path, record: object) -> dict:
+    """One score's fields: present, typed, finite; a known method and features; KNN's k positive; a
+    threshold other than 0 (scores are measured relative to its size)."""
+    if not isinstance(record, dict):
+        raise OodFileError(f"{path}: a score is {record!r}, expected an object")
+    _checked_fields(path, record, _SCORE_FIELDS)
+    if record["method"] not in METHODS:
+        raise OodFileError(f"{path}: unknown method {record['method']!r} (known: {', '.join(METHODS)})")
+    if record["features"] not in FEATURE_KINDS:
+        raise OodFileError(f"{path}: unknown features {record['features']!r} (known: {', '.join(FEATURE_KINDS)})")
+    if record["method"] == "knn" and record["neighbours"] < 1:
+        raise OodFileError(f"{path}: field 'neighbours' is {record['neighbours']!r}, expected a positive integer")
+    if record["threshold"] == 0:
+        raise OodFileError(f"{path}: a threshold of 0; scores are measured relative to its size")
+    return record
+
+
 def _checked_record(path: Path) -> dict:
-    """The JSON's fields, each present, of its type and finite; the schema and method known; KNN's k a
-    positive integer (absent for the other methods: 0)."""
+    """The JSON's fields, each present, of its type and finite; the schema known; at least one score."""
     try:
         record = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise OodFileError(f"{path}: not an OOD file ({e})") from e
     if not isinstance(record, dict) or record.get("schema") != SCHEMA:
-        raise OodFileError(f"{path}: not an OOD file of schema {SCHEMA}")
-    for name, kind in _FIELDS.items():
-        value = record.get(name)
-        ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
-        if not ok or isinstance(value, bool) or (kind is float and not math.isfinite(value)):
-            raise OodFileError(f"{path}: field {name!r} is {value!r}, expected a finite {kind.__name__}")
-    if record["method"] not in METHODS:
-        raise OodFileError(f"{path}: unknown method {record['method']!r} (known: {', '.join(METHODS)})")
-    k = record.setdefault("neighbours", 0)
-    if record["method"] == "knn" and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
-        raise OodFileError(f"{path}: field 'neighbours' is {k!r}, expected a positive integer for knn")
-    if record.setdefault("features", "penultimate") not in FEATURE_KINDS:
-        raise OodFileError(f"{path}: unknown features {record['features']!r} (known: {', '.join(FEATURE_KINDS)})")
+        raise OodFileError(f"{path}: not an OOD file of schema {SCHEMA} (python -m braintumour ood-fit writes one)")
+    _checked_fields(path, record, _FIELDS)
+    if not isinstance(record.get("scores"), list) or not record["scores"]:
+        raise OodFileError(f"{path}: field 'scores' is {record.get('scores')!r}, expected a list of scores")
+    record["scores"] = [_checked_score(path, s) for s in record["scores"]]
     return record
 
 
 def _expected_shapes(method: str, d: int) -> dict[str, tuple]:
-    return {"mahalanobis": {"means": (None, d), "precision": (d, d)}, "knn": {"bank": (None, d)}}[method]
+    return {"mahalanobis": {"means": (None, d), "precision": (d, d)}, "knn": {"bank": (None, d)}, "energy": {}}[method]
 
 
-def _checked_arrays(npz_path: Path, record: dict) -> dict[str, np.ndarray]:
-    """The method's arrays: shapes matching the JSON's feature size, finite, and the checksum it names."""
-    expected = _expected_shapes(record["method"], record["feature_dim"])
+def _checked_array(npz_path: Path, name: str, a: np.ndarray, shape: tuple) -> None:
+    if a.ndim != 2 or any(want is not None and got != want for got, want in zip(a.shape, shape, strict=True)):
+        raise OodFileError(f"{npz_path}: array {name!r} of shape {a.shape}; expected "
+                           f"({', '.join('N' if w is None else str(w) for w in shape)})")
+    if not np.isfinite(a).all():
+        raise OodFileError(f"{npz_path}: array {name!r} holds non-finite values")
+
+
+def _checked_arrays(npz_path: Path, record: dict) -> list[dict[str, np.ndarray]]:
+    """Each score's arrays: shapes matching its feature size, finite, and the checksum the JSON names."""
+    expected = [_expected_shapes(s["method"], s["feature_dim"]) for s in record["scores"]]
+    if not any(expected):
+        return [{} for _ in expected]
     try:
         with np.load(npz_path, allow_pickle=False) as z:
-            arrays = {k: np.asarray(z[k], dtype=ARRAY_DTYPES[k]) for k in expected}
+            arrays = [{k: np.asarray(z[f"{i}.{k}"], dtype=ARRAY_DTYPES[k]) for k in shapes}
+                      for i, shapes in enumerate(expected)]
     except (OSError, KeyError, ValueError, EOFError) as e:
-        raise OodFileError(f"{npz_path}: unreadable {record['method']} arrays ({e})") from e
-    for k, shape in expected.items():
-        a = arrays[k]
-        if a.ndim != 2 or any(want is not None and got != want for got, want in zip(a.shape, shape, strict=True)):
-            raise OodFileError(f"{npz_path}: array {k!r} of shape {a.shape}; expected "
-                               f"({', '.join('N' if w is None else str(w) for w in shape)})")
-        if not np.isfinite(a).all():
-            raise OodFileError(f"{npz_path}: array {k!r} holds non-finite values")
-    if record.get("arrays_sha256") != _arrays_sha256(list(arrays.values())):
+        raise OodFileError(f"{npz_path}: unreadable arrays ({e})") from e
+    for i, shapes in enumerate(expected):
+        for k, shape in shapes.items():
+            _checked_array(npz_path, f"{i}.{k}", arrays[i][k], shape)
+    if record.get("arrays_sha256") != _arrays_sha256([a for part in arrays for a in part.values()]):
         raise OodFileError(f"{npz_path}: arrays do not match the checksum in {npz_path.with_suffix('.json').name}")
-    if record["method"] == "knn" and len(arrays["bank"]) < record["neighbours"]:
-        raise OodFileError(f"{npz_path}: {len(arrays['bank'])} training features, "
-                           f"fewer than k = {record['neighbours']}")
+    for s, part in zip(record["scores"], arrays, strict=True):
+        if s["method"] == "knn" and len(part["bank"]) < s["neighbours"]:
+            raise OodFileError(f"{npz_path}: {len(part['bank'])} training features, fewer than k = {s['neighbours']}")
     return arrays
 
 
@@ -335,20 +413,22 @@ def load_detector(model_path: Path) -> OodDetector | None:
     if not json_path.is_file():
         return None
     record = _checked_record(json_path)
-    arrays = _checked_arrays(npz_path, record) if ARRAYS[record["method"]] else {}
-    return OodDetector(**{k: record[k] for k in _FIELDS}, neighbours=record["neighbours"],
-                       features=record["features"], arrays=arrays)
+    arrays = _checked_arrays(npz_path, record)
+    scores = tuple(Score(**{k: s[k] for k in _SCORE_FIELDS}, arrays=a) for s, a in zip(record["scores"], arrays,
+                                                                                         strict=True))
+    return OodDetector(scores=scores, **{k: record[k] for k in _FIELDS})
 
 
 def check_model(detector: OodDetector, model: nn.Module, model_path: Path) -> None:
-    """OodFileError where the detector was fitted on features the model cannot give, or of another size."""
-    try:
-        dim = feature_dim(model, detector.features)
-    except ValueError as e:
-        raise OodFileError(f"{ood_paths(model_path)[0]}: {e}") from e
-    if detector.feature_dim != dim:
-        raise OodFileError(f"{ood_paths(model_path)[0]}: fitted on {detector.feature_dim} features, the model "
-                           f"gives {dim}; fit it again (python -m braintumour ood-fit --model {model_path})")
+    """OodFileError where a score was fitted on features the model cannot give, or of another size."""
+    for s in detector.scores:
+        try:
+            dim = feature_dim(model, s.features)
+        except ValueError as e:
+            raise OodFileError(f"{ood_paths(model_path)[0]}: {e}") from e
+        if s.feature_dim != dim:
+            raise OodFileError(f"{ood_paths(model_path)[0]}: fitted on {s.feature_dim} features, the model "
+                               f"gives {dim}; fit it again (python -m braintumour ood-fit --model {model_path})")
 
 
 # --------------------------------------------------------------------------- fitting
@@ -364,31 +444,76 @@ def fit_arrays(method: str, features: np.ndarray, labels: np.ndarray) -> dict[st
     return {}
 
 
+@dataclass(frozen=True)
+class ScoreSpec:
+    """A score to fit: `method` on `features` (KNN's k: `neighbours`), with `share` of the validation
+    images allowed above its threshold."""
+
+    method: str
+    features: str
+    share: float
+    neighbours: int = 0
+
+
+# What predict's models use (experiments/ood_screen.py): KNN on the stage statistics, which catches more
+# of the errors on new collections, or Mahalanobis on the penultimate features, which catches the
+# non-brain images KNN lets through; the 2% of validation shared between them.
+DEFAULT_SCORES = (ScoreSpec("knn", "stages", 0.015, KNN_NEIGHBOURS), ScoreSpec("mahalanobis", "penultimate", 0.005))
+
+
+def default_scores(model: nn.Module) -> tuple[ScoreSpec, ...]:
+    """`DEFAULT_SCORES` where the model has stages, else Mahalanobis alone with the whole share."""
+    try:
+        stages(model)
+    except ValueError:
+        return (ScoreSpec("mahalanobis", "penultimate", MAX_VALIDATION_FLAGGED),)
+    return DEFAULT_SCORES
+
+
 def fit_detector(model: nn.Module, train: tuple[np.ndarray, np.ndarray], validation: np.ndarray,
-                 method: str = DEFAULT_METHOD, *, data_fingerprint: str = "", git_commit: str = "",
-                 max_share: float = MAX_VALIDATION_FLAGGED, neighbours: int = KNN_NEIGHBOURS,
-                 features: str | None = None) -> OodDetector:
-    """Fit on the training images `train` = (uint8 images, labels), threshold on the validation images so
-    that at most `max_share` of them are flagged; `features` (default: the method's, `FEATURES`) what the
-    score reads."""
-    if method not in METHODS:
-        raise ValueError(f"unknown OOD method {method!r}; known: {', '.join(METHODS)}")
+                 specs: tuple[ScoreSpec, ...] | None = None, *, data_fingerprint: str = "",
+                 git_commit: str = "") -> OodDetector:
+    """Fit each score of `specs` (default: `default_scores`) on the training images `train` = (uint8
+    images, labels) and threshold it on the validation images so that at most its `share` of them lies
+    above; together they flag at most the sum of the shares."""
+    specs = specs or default_scores(model)
+    unknown = {s.method for s in specs} - set(METHODS)
+    if unknown:
+        raise ValueError(f"unknown OOD method {', '.join(sorted(unknown))}; known: {', '.join(METHODS)}")
     images, labels = train
-    kind, k = features or FEATURES[method], neighbours if method == "knn" else 0
-    arrays = fit_arrays(method, logits_and_features(model, images, 256, kind)[1], labels) if ARRAYS[method] else {}
-    val_scores = score(method, *logits_and_features(model, validation, 256, kind), arrays, k)
-    threshold = threshold_for_share(val_scores, max_share)
-    return OodDetector(
-        method=method, threshold=threshold, fitted_on="Kaggle Training, training part of the split",
-        n_fit=len(images), thresholded_on="Kaggle Training, validation part of the split", n_threshold=len(validation),
-        max_validation_flagged=max_share, validation_flagged=float((val_scores > threshold).mean()),
-        feature_dim=feature_dim(model, kind), data_fingerprint=data_fingerprint,
-        git_commit=git_commit, neighbours=k, features=kind, arrays=arrays)
+    kinds = tuple(dict.fromkeys(s.features for s in specs))
+    train_features = logits_and_features(model, images, 256, kinds)[1] if any(ARRAYS[s.method] for s in specs) else {}
+    val_logits, val_features = logits_and_features(model, validation, 256, kinds)
+    scores = tuple(_fit_score(model, spec, train_features, labels, val_logits, val_features) for spec in specs)
+    detector = OodDetector(
+        scores=scores, fitted_on="Kaggle Training, training part of the split", n_fit=len(images),
+        thresholded_on="Kaggle Training, validation part of the split", n_threshold=len(validation),
+        max_validation_flagged=round(sum(s.share for s in specs), 6), validation_flagged=0.0,
+        data_fingerprint=data_fingerprint, git_commit=git_commit)
+    return replace(detector, validation_flagged=float(detector.apply(val_logits, val_features)[1].mean()))
+
+
+def _fit_score(model: nn.Module, spec: ScoreSpec, train_features: dict, labels: np.ndarray, val_logits: np.ndarray,
+               val_features: dict) -> Score:
+    arrays = fit_arrays(spec.method, train_features[spec.features], labels) if ARRAYS[spec.method] else {}
+    val_scores = score(spec.method, val_logits, val_features[spec.features], arrays, spec.neighbours)
+    threshold = threshold_for_share(val_scores, spec.share)
+    if threshold == 0:
+        raise ValueError(f"{spec.method} on {spec.features}: a threshold of 0 on validation; no relative score")
+    return Score(method=spec.method, features=spec.features, neighbours=spec.neighbours, threshold=threshold,
+                 validation_flagged=float((val_scores > threshold).mean()),
+                 feature_dim=feature_dim(model, spec.features), arrays=arrays)
+
+
+def single_score(method: str) -> tuple[ScoreSpec]:
+    """`method` alone on its features (`FEATURES`), with the whole share of validation."""
+    return (ScoreSpec(method, FEATURES[method], MAX_VALIDATION_FLAGGED, KNN_NEIGHBOURS if method == "knn" else 0),)
 
 
 def fit_for_model(model_path: Path, method: str | None = None) -> OodDetector:
     """Fit the detector of a model file on the Kaggle set (its split, the model's image size), write it
-    beside the model (`save_detector`) and return it: what `python -m braintumour ood-fit` runs."""
+    beside the model (`save_detector`) and return it: what `python -m braintumour ood-fit` runs. `method`
+    alone, or by default `default_scores`."""
     from braintumour.datasets import splits
     from braintumour.datasets.kaggle import load_dataset, load_images
     from braintumour.reporting import outputs
@@ -400,7 +525,7 @@ def fit_for_model(model_path: Path, method: str | None = None) -> OodDetector:
     labels = kaggle.manifest.label.to_numpy()
     split = splits.load_split(kaggle)
     detector = fit_detector(model, (images[split.train], labels[split.train]), images[split.val],
-                            method or DEFAULT_METHOD, data_fingerprint=kaggle.fingerprint,
+                            single_score(method) if method else None, data_fingerprint=kaggle.fingerprint,
                             git_commit=outputs.git_commit())
     save_detector(model_path, detector)
     return detector
