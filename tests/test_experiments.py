@@ -2,7 +2,8 @@
 data: every one prints its JSON lines and writes one result file through `outputs.write_result`, with
 the header of every metrics file and the numbers it printed. Runs go to a temporary run cache (except
 external_variants' and generalised_steps': `external.train_variant` and `generalisation.train_generalised`
-use the notebooks' cache, where the smoke profile's keys are their own), results to a temporary folder. And the one writer: `write_metrics` keeps its shape."""
+use the notebooks' cache, where the smoke profile's keys are their own), results to a temporary folder.
+And the one writer: `write_metrics` keeps its shape."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from nonbrain import nonbrain_images
 from tiny import tiny_config
 
 from braintumour import inputcheck, predict
-from braintumour.analysis import ood
+from braintumour.analysis import ood, ood_files
 from braintumour.analysis.evaluate import predict_logits
 from braintumour.datasets import kaggle, splits
 from braintumour.training.checkpoints import load_checkpoint, save_checkpoint
@@ -71,12 +71,12 @@ def test_sidecar_round_trip(tmp_path):
     model_path = tmp_path / "m.pt"
     for methods in (("mahalanobis",), ("knn",), ("knn", "mahalanobis"), ("energy",)):
         d = _detector(*methods)
-        ood.save_detector(model_path, d)
-        back = ood.load_detector(model_path)
+        ood_files.save_detector(model_path, d)
+        back = ood_files.load_detector(model_path)
         assert back == d and back.kinds == d.kinds
         np.testing.assert_allclose(back.apply(*_features())[0], d.apply(*_features())[0])
-    assert not ood.ood_paths(model_path)[1].exists()  # energy needs no arrays; the old ones are gone
-    assert ood.load_detector(tmp_path / "none.pt") is None
+    assert not ood_files.ood_paths(model_path)[1].exists()  # energy needs no arrays; the old ones are gone
+    assert ood_files.load_detector(tmp_path / "none.pt") is None
     assert not list(tmp_path.glob(".*"))  # atomic writes leave no temporary file
 
 
@@ -100,8 +100,8 @@ def test_an_image_is_unfamiliar_when_any_score_is_over_its_threshold():
                                    "bank shape"])
 def test_a_bad_sidecar_is_named_not_used(tmp_path, fault):
     model_path = tmp_path / "m.pt"
-    ood.save_detector(model_path, _detector("mahalanobis", "knn"))
-    json_path, npz_path = ood.ood_paths(model_path)
+    ood_files.save_detector(model_path, _detector("mahalanobis", "knn"))
+    json_path, npz_path = ood_files.ood_paths(model_path)
     record = json.loads(json_path.read_text())
     arrays = dict(np.load(npz_path))
     maha, knn = record["scores"]
@@ -125,8 +125,8 @@ def test_a_bad_sidecar_is_named_not_used(tmp_path, fault):
                 "fewer features than k": {"neighbours": 31}}.get(fault, {})
         record.pop("n_fit") if fault == "missing field" else None
         json_path.write_text(json.dumps(record))
-    with pytest.raises(ood.OodFileError, match=r"m\.ood\.(json|npz)"):
-        ood.load_detector(model_path)
+    with pytest.raises(ood_files.OodFileError, match=r"m\.ood\.(json|npz)"):
+        ood_files.load_detector(model_path)
 
 
 def test_stage_statistics_are_each_stage_mean_and_spread():
@@ -153,10 +153,10 @@ def test_a_detector_for_other_features_is_refused(tmp_path):
     path = tmp_path / "custom_cnn.pt"
     save_checkpoint(path, build_model("custom_cnn").eval(), tiny_config(image_size=64))
     model, _ = load_checkpoint(path)
-    with pytest.raises(ood.OodFileError, match="fitted on 8 features, the model gives 128"):
-        ood.check_model(_detector("mahalanobis", dim=8), model, path)
-    with pytest.raises(ood.OodFileError, match="no stages registered for LeNet5"):
-        ood.check_model(_detector("knn", dim=8), build_model("lenet5"), path)
+    with pytest.raises(ood_files.OodFileError, match="fitted on 8 features, the model gives 128"):
+        ood_files.check_model(_detector("mahalanobis", dim=8), model, path)
+    with pytest.raises(ood_files.OodFileError, match="no stages registered for LeNet5"):
+        ood_files.check_model(_detector("knn", dim=8), build_model("lenet5"), path)
 
 
 def test_fit_detector_thresholds_on_validation():
@@ -190,7 +190,7 @@ def test_the_default_detector_shares_validation_between_knn_and_mahalanobis():
 
 def _committed(name: str, dataset: kaggle.Dataset) -> ood.OodDetector:
     model_path = MODELS / f"{name}.pt"
-    detector = ood.load_detector(model_path) if model_path.is_file() else None
+    detector = ood_files.load_detector(model_path) if model_path.is_file() else None
     if detector is None:
         pytest.skip(f"no committed {name} model with an OOD file (python -m braintumour ood-fit writes it)")
     if detector.data_fingerprint != dataset.fingerprint:

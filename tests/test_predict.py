@@ -190,14 +190,14 @@ def test_committed_model_reproduces_the_notebook_numbers(dataset):
 def test_both_flags_carry_their_score_and_threshold_in_every_format(real_images, tmp_path, capsys):
     """#49: `uncertain` (top calibrated probability below its threshold) and `unfamiliar` (OOD score above
     its threshold), each with score and threshold, in JSON, CSV and the table; the default model has both."""
-    from braintumour.analysis import ood
+    from braintumour.analysis import ood_files
 
-    if ood.load_detector(predict.default_model()) is None:
+    if ood_files.load_detector(predict.default_model()) is None:
         pytest.skip("the default model has no OOD file (python -m braintumour ood-fit writes it)")
     rc, out, err = cli(capsys, "predict", *real_images, "--format", "json")
     assert rc == 0, err
     parsed = json.loads(out)
-    assert parsed["unfamiliar_method"] == ood.load_detector(predict.default_model()).method
+    assert parsed["unfamiliar_method"] == ood_files.load_detector(predict.default_model()).method
     assert parsed["unfamiliar_above"] == 0  # each score relative to its own threshold
     for r in parsed["predictions"]:
         assert r["uncertain"] == (r["top_probability"] < r["uncertain_below"])

@@ -134,7 +134,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_ood_fit(args: argparse.Namespace) -> int:
-    from braintumour.analysis.ood import fit_for_model, ood_paths
+    from braintumour.analysis.ood_files import fit_for_model, ood_paths
 
     for model in args.model:
         d = fit_for_model(Path(model), args.method)
@@ -250,7 +250,7 @@ def _input_errors() -> tuple[type[Exception], ...]:
     Imported only once something has failed: `checkpoints` imports torch, seconds that every
     command (each notebook of `make reproduce` is one) would pay otherwise."""
     from braintumour.analysis.calibration import CalibrationError
-    from braintumour.analysis.ood import OodFileError
+    from braintumour.analysis.ood_files import OodFileError
     from braintumour.datasets.download import DownloadError
     from braintumour.datasets.images import ImageDecodeError
     from braintumour.datasets.kaggle import DataNotFoundError, DatasetLayoutError

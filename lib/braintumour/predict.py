@@ -25,7 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from braintumour import files, inputcheck
-from braintumour.analysis import ood
+from braintumour.analysis import ood, ood_files
 from braintumour.analysis.calibration import Calibration, load_calibration, probabilities
 from braintumour.analysis.evaluate import predict_logits
 from braintumour.analysis.explain import CamExplainer, overlay
@@ -343,9 +343,9 @@ def predict_files(
     check_runs(model, size, model_path)
     result = PredictResult(model=printable(model_path), calibration=load_calibration(model_path))
     if screen:
-        result.detector = ood.load_detector(model_path)
+        result.detector = ood_files.load_detector(model_path)
         if result.detector is not None:
-            ood.check_model(result.detector, model, model_path)
+            ood_files.check_model(result.detector, model, model_path)
     read = read_checked_scan if screen else read_scan
     explainer = CamExplainer(model, cam_method) if out_dir is not None else None
     bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress or len(paths) < 2)

@@ -47,7 +47,7 @@ def model_flag_reports(model_path, sets: dict[str, tuple[np.ndarray, np.ndarray]
     """`flag_report` of a saved model on each set (images, labels), with the calibration and the
     out-of-distribution detector beside it; None, with a line saying why, where either is missing."""
     from braintumour.analysis.calibration import load_calibration
-    from braintumour.analysis.ood import load_detector
+    from braintumour.analysis.ood_files import load_detector
     from braintumour.training.checkpoints import load_checkpoint
 
     calibration, detector = load_calibration(model_path), load_detector(model_path)
@@ -65,10 +65,10 @@ def model_flag_reports(model_path, sets: dict[str, tuple[np.ndarray, np.ndarray]
 def predict_models_flags(sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, tuple[dict, dict]]:
     """`model_flag_reports` of each model `predict` can use (`predict.DEFAULT_MODELS`, in this
     profile's reports folder) whose file exists; an absent out-of-distribution file is fitted first
-    (`ood.fit_for_model`, as `python -m braintumour ood-fit` does)."""
+    (`ood_files.fit_for_model`, as `python -m braintumour ood-fit` does)."""
     from pathlib import Path
 
-    from braintumour.analysis.ood import fit_for_model, load_detector
+    from braintumour.analysis.ood_files import fit_for_model, load_detector
     from braintumour.predict import DEFAULT_MODELS
     from braintumour.training.checkpoints import model_file
 
