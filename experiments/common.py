@@ -144,6 +144,26 @@ def testing(model: torch.nn.Module, d: RecipeData) -> dict[str, Any]:
             "test_errors": test["errors"]}
 
 
+@dataclass
+class CollectionsData(RecipeData):
+    """`RecipeData` and notebook 11's collections, each audited and parted (`generalisation.load_collections`)."""
+
+    collections: dict
+
+
+def load_collections_data(profile: str) -> CollectionsData:
+    """The Kaggle set of the profile and every other collection, as notebook 11 loads them."""
+    from braintumour.datasets import audit
+    from braintumour.datasets.folds import AUDIT_IMAGE_SIZE
+    from braintumour.training import generalisation
+
+    d = load_recipe_data(profile, {})
+    hashes = audit.perceptual_hashes(kaggle.load_images(d.dataset, AUDIT_IMAGE_SIZE))
+    collections = generalisation.load_collections(d.dataset, hashes, d.params["image_size"],
+                                                  d.params["collection_limit"])
+    return CollectionsData(d.params, d.dataset, d.images, d.labels, d.split, d.train_masks, collections)
+
+
 def run_record(run: runs.RunResult) -> dict[str, Any]:
     """What identifies a run and how it was obtained: its folder (model, seed and run key), the key,
     whether it was reused from the cache, and the config it was trained from."""

@@ -23,11 +23,7 @@ import common
 from braintumour.analysis.collection_scores import model_scores
 from braintumour.analysis.shipped import validation_accuracy
 from braintumour.config import CLASSES
-from braintumour.datasets import audit, splits
-from braintumour.datasets.folds import AUDIT_IMAGE_SIZE
-from braintumour.datasets.kaggle import load_dataset, load_images
 from braintumour.training import generalisation
-from braintumour.training.profiles import get_profile
 
 NOTUMOR = CLASSES.index("notumor")
 
@@ -36,14 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = common.parser(__doc__.splitlines()[0], overrides=False, runs_root=False)
     ap.add_argument("--steps", type=int, required=True, help="optimiser steps of the run")
     args = ap.parse_args(argv)
-    params = get_profile(args.profile)
-    kaggle = load_dataset()
-    images, labels = load_images(kaggle, params["image_size"]), kaggle.manifest.label.to_numpy()
-    split = splits.load_split(kaggle, per_class_limit=params["per_class_limit"])
-    hashes = audit.perceptual_hashes(load_images(kaggle, AUDIT_IMAGE_SIZE))
-    collections = generalisation.load_collections(kaggle, hashes, params["image_size"], params["collection_limit"])
+    d = common.load_collections_data(args.profile)
+    params, images, labels, split, collections = d.params, d.images, d.labels, d.split, d.collections
     parts = {name: c.parts for name, c in collections.items()}
-    pool = generalisation.Pool.stack(kaggle, images, collections)
+    pool = generalisation.Pool.stack(d.dataset, images, collections)
     epochs = max(params["epochs"], -(-args.steps * params["epochs"] // params["generalise_steps"]))
     rows = []
     for seed in args.seeds:

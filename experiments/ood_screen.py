@@ -29,15 +29,10 @@ import numpy as np
 
 from braintumour.analysis import ood
 from braintumour.analysis.calibration import load_calibration
-from braintumour.analysis.flag_scores import errors
-from braintumour.datasets import audit, splits
-from braintumour.datasets.folds import AUDIT_IMAGE_SIZE
-from braintumour.datasets.kaggle import load_dataset, load_images
+from braintumour.analysis.flag_scores import flag_measures
 from braintumour.inputcheck import NotABrainSlice
 from braintumour.predict import DEFAULT_MODELS, read_checked_scan
-from braintumour.training import generalisation
 from braintumour.training.checkpoints import load_checkpoint, model_file
-from braintumour.training.profiles import get_profile
 
 SHARE = ood.MAX_VALIDATION_FLAGGED
 CANDIDATES: dict[str, tuple[ood.ScoreSpec, ...]] = {
@@ -52,20 +47,15 @@ CANDIDATES: dict[str, tuple[ood.ScoreSpec, ...]] = {
 }
 
 
-def image_sets(profile: str) -> tuple[dict, dict, str]:
-    """(Kaggle training and validation images with labels), {set name: (images, labels)} for Kaggle
-    Testing and each collection's `tune` and `test` parts, and the Kaggle fingerprint."""
-    params = get_profile(profile)
-    kaggle = load_dataset()
-    images, labels = load_images(kaggle, params["image_size"]), kaggle.manifest.label.to_numpy()
-    split = splits.load_split(kaggle, per_class_limit=params["per_class_limit"])
-    hashes = audit.perceptual_hashes(load_images(kaggle, AUDIT_IMAGE_SIZE))
-    collections = generalisation.load_collections(kaggle, hashes, params["image_size"], params["collection_limit"])
+def image_sets(d: common.CollectionsData) -> tuple[dict, dict]:
+    """(Kaggle training images with labels, and validation images), and {set name: (images, labels)} for
+    Kaggle Testing and each collection's `tune` and `test` parts."""
+    images, labels, split = d.images, d.labels, d.split
     fit = {"train": (images[split.train], labels[split.train]), "val": images[split.val]}
     sets = {"kaggle_testing": (images[split.test], labels[split.test])}
     for part in ("tune", "test"):
-        sets |= {f"{n}.{part}": (c.rows(part)["images"], c.rows(part)["labels"]) for n, c in collections.items()}
-    return fit, sets, kaggle.fingerprint
+        sets |= {f"{n}.{part}": (c.rows(part)["images"], c.rows(part)["labels"]) for n, c in d.collections.items()}
+    return fit, sets
 
 
 def nonbrain_images(size: int) -> dict[str, np.ndarray]:
@@ -86,20 +76,27 @@ def nonbrain_images(size: int) -> dict[str, np.ndarray]:
     return out
 
 
-def errors_flagged(model, calibration, fit: dict, sets: dict, specs: tuple, nonbrain: dict) -> dict:
-    """Per set: the share flagged unfamiliar, and the share of the errors flagged either way; and the
-    non-brain images left unflagged."""
-    detector = ood.fit_detector(model, fit["train"], fit["val"], specs)
-    missed = detector.apply(*ood.logits_and_features(model, np.stack(list(nonbrain.values())),
-                                                     kinds=detector.kinds))[1]
+def model_outputs(model, fit: dict, sets: dict, nonbrain: dict) -> dict:
+    """The model's logits and features of both kinds on every image set, from one pass each: every
+    candidate is fitted and scored on these."""
+    kinds = ood.FEATURE_KINDS
+    return {"train": (ood.logits_and_features(model, fit["train"][0], 256, kinds)[1], fit["train"][1]),
+            "val": ood.logits_and_features(model, fit["val"], 256, kinds),
+            "nonbrain": ood.logits_and_features(model, np.stack(list(nonbrain.values())), kinds=kinds),
+            **{name: ood.logits_and_features(model, images, kinds=kinds) for name, (images, _) in sets.items()}}
+
+
+def errors_flagged(model, calibration, outputs: dict, sets: dict, specs: tuple, nonbrain: dict) -> dict:
+    """Per set: the share flagged unfamiliar, and the share of the errors flagged either way
+    (`flag_scores.flag_measures`); and the non-brain images left unflagged."""
+    detector = ood.fit_on_features(model, specs, outputs["train"], outputs["val"])
+    missed = detector.apply(*outputs["nonbrain"])[1]
     out = {"nonbrain_unflagged": [n for n, flagged in zip(nonbrain, missed, strict=True) if not flagged]}
-    for name, (images, labels) in sets.items():
-        logits, features = ood.logits_and_features(model, images, kinds=detector.kinds)
-        proba, uncertain = calibration.apply(logits)
-        unfamiliar = detector.apply(logits, features)[1]
-        wrong = errors(proba, labels)
-        out[name] = {"unfamiliar": round(float(unfamiliar.mean()), 4), "errors": int(wrong.sum()),
-                     "errors_flagged": round(float((unfamiliar | uncertain)[wrong].mean()), 4) if wrong.any() else None}
+    for name, (_, labels) in sets.items():
+        report = flag_measures(calibration, detector, *outputs[name], labels)[0]
+        share = report["errors_flagged_share"]
+        out[name] = {"unfamiliar": round(report["unfamiliar_share"], 4), "errors": report["errors"],
+                     "errors_flagged": None if share is None else round(share, 4)}
     return out
 
 
@@ -116,15 +113,17 @@ def admissible(by_model: dict) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = common.parser(__doc__.splitlines()[0], default_seeds=None, overrides=False,
                          runs_root=False).parse_args(argv)
-    fit, sets, fingerprint = image_sets(args.profile)
-    nonbrain = nonbrain_images(get_profile(args.profile)["image_size"])
+    d = common.load_collections_data(args.profile)
+    fit, sets = image_sets(d)
+    nonbrain = nonbrain_images(d.params["image_size"])
     results: dict[str, dict] = {}
     for path in (model_file(Path(p).stem) for p in DEFAULT_MODELS):
         if not path.is_file():
             continue
         model, calibration = load_checkpoint(path)[0], load_calibration(path)
+        outputs = model_outputs(model, fit, sets, nonbrain)
         for name, specs in CANDIDATES.items():
-            result = errors_flagged(model, calibration, fit, sets, specs, nonbrain)
+            result = errors_flagged(model, calibration, outputs, sets, specs, nonbrain)
             results.setdefault(name, {})[path.stem] = result
             print(json.dumps({"candidate": name, "model": path.stem, "worst_tune": worst_tune(result),
                               "nonbrain_unflagged": result["nonbrain_unflagged"]}), flush=True)
@@ -132,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                for name, by_model in results.items()}
     best = max((n for n in ranking if admissible(results[n])), key=ranking.get)
     print(json.dumps({"ranking": ranking, "chosen": best}), flush=True)
-    common.write_result(args, "ood_screen", fingerprint, chosen=best, worst_tune_mean=ranking,
+    common.write_result(args, "ood_screen", d.dataset.fingerprint, chosen=best, worst_tune_mean=ranking,
                         candidates=results, nonbrain_images=len(nonbrain),
                         chosen_on="the collections' tune parts and the non-brain test images the input check lets "
                                   "through (Kaggle validation for thresholds)")

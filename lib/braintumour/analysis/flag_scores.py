@@ -24,7 +24,12 @@ def flag_report(model, calibration: Calibration, detector: OodDetector, images: 
                 ) -> tuple[dict, dict[str, np.ndarray]]:
     """The flags' measures on one set, and its risk-coverage curve along the unfamiliar score (most
     familiar first)."""
-    logits, features = logits_and_features(model, images, kinds=detector.kinds)
+    return flag_measures(calibration, detector, *logits_and_features(model, images, kinds=detector.kinds), labels)
+
+
+def flag_measures(calibration: Calibration, detector: OodDetector, logits: np.ndarray, features: dict[str, np.ndarray],
+                  labels: np.ndarray) -> tuple[dict, dict[str, np.ndarray]]:
+    """`flag_report` from the model's logits and features (`ood.logits_and_features`) of the set."""
     proba, uncertain = calibration.apply(logits)
     score, unfamiliar = detector.apply(logits, features)
     wrong, flagged = errors(proba, labels), uncertain | unfamiliar

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -257,7 +258,7 @@ class OodDetector:
     validation_flagged: float
     data_fingerprint: str
     git_commit: str
-    threshold: float = 0.0
+    threshold: ClassVar[float] = 0.0  # every score is relative to its own threshold (`Score.__call__`)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -321,17 +322,26 @@ def fit_detector(model: nn.Module, train: tuple[np.ndarray, np.ndarray], validat
     images, labels) and threshold it on the validation images so that at most its `share` of them lies
     above; together they flag at most the sum of the shares."""
     specs = specs or default_scores(model)
-    unknown = {s.method for s in specs} - set(METHODS)
-    if unknown:
-        raise ValueError(f"unknown OOD method {', '.join(sorted(unknown))}; known: {', '.join(METHODS)}")
     images, labels = train
     kinds = tuple(dict.fromkeys(s.features for s in specs))
     train_features = logits_and_features(model, images, 256, kinds)[1] if any(ARRAYS[s.method] for s in specs) else {}
-    val_logits, val_features = logits_and_features(model, validation, 256, kinds)
+    return fit_on_features(model, specs, (train_features, labels), logits_and_features(model, validation, 256, kinds),
+                           data_fingerprint=data_fingerprint, git_commit=git_commit)
+
+
+def fit_on_features(model: nn.Module, specs: tuple[ScoreSpec, ...], train: tuple[dict, np.ndarray],
+                    validation: tuple[np.ndarray, dict], *, data_fingerprint: str = "", git_commit: str = ""
+                    ) -> OodDetector:
+    """`fit_detector` on features already extracted: `train` = (features by kind, labels), `validation`
+    = (logits, features by kind), as `logits_and_features` gives them."""
+    unknown = {s.method for s in specs} - set(METHODS)
+    if unknown:
+        raise ValueError(f"unknown OOD method {', '.join(sorted(unknown))}; known: {', '.join(METHODS)}")
+    (train_features, labels), (val_logits, val_features) = train, validation
     scores = tuple(_fit_score(model, spec, train_features, labels, val_logits, val_features) for spec in specs)
     detector = OodDetector(
-        scores=scores, fitted_on="Kaggle Training, training part of the split", n_fit=len(images),
-        thresholded_on="Kaggle Training, validation part of the split", n_threshold=len(validation),
+        scores=scores, fitted_on="Kaggle Training, training part of the split", n_fit=len(labels),
+        thresholded_on="Kaggle Training, validation part of the split", n_threshold=len(val_logits),
         max_validation_flagged=round(sum(s.share for s in specs), 6), validation_flagged=0.0,
         data_fingerprint=data_fingerprint, git_commit=git_commit)
     return replace(detector, validation_flagged=float(detector.apply(val_logits, val_features)[1].mean()))
@@ -339,7 +349,7 @@ def fit_detector(model: nn.Module, train: tuple[np.ndarray, np.ndarray], validat
 
 def _fit_score(model: nn.Module, spec: ScoreSpec, train_features: dict, labels: np.ndarray, val_logits: np.ndarray,
                val_features: dict) -> Score:
-    arrays = fit_arrays(spec.method, train_features[spec.features], labels) if ARRAYS[spec.method] else {}
+    arrays = fit_arrays(spec.method, train_features.get(spec.features), labels)
     val_scores = score(spec.method, val_logits, val_features[spec.features], arrays, spec.neighbours)
     threshold = threshold_for_share(val_scores, spec.share)
     if threshold == 0:

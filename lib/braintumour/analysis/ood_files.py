@@ -60,7 +60,7 @@ def save_detector(model_path: Path, detector: OodDetector) -> Path:
     """Write the detector beside the model, atomically: the arrays first, then the JSON that names their
     checksum, so that a reader never pairs a new JSON with old arrays."""
     json_path, npz_path = ood_paths(model_path)
-    record = {"schema": SCHEMA, **{k: v for k, v in asdict(detector).items() if k not in ("scores", "threshold")},
+    record = {"schema": SCHEMA, **{k: v for k, v in asdict(detector).items() if k != "scores"},
               "scores": [{k: v for k, v in asdict(s).items() if k != "arrays"} for s in detector.scores]}
     arrays = _stored_arrays(detector)
     if arrays:
