@@ -76,9 +76,9 @@ def test_a_stage_package_is_its_docstring_and_re_exports_nothing():
     for stage in STAGES:
         body = ast.parse((LIB / stage / "__init__.py").read_text()).body
         assert body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant), stage
-        if stage == "datasets":  # its registry of the collections, built from its own modules
+        if stage == "datasets":  # its registries of the sources, built from its own modules
             assert {t.id for n in body if isinstance(n, ast.AnnAssign | ast.Assign)
-                    for t in (n.targets if isinstance(n, ast.Assign) else [n.target])} == {"EXTERNAL"}
+                    for t in (n.targets if isinstance(n, ast.Assign) else [n.target])} == {"EXTERNAL", "SOURCES"}
         else:
             assert body[1:] == [], f"{stage}/__init__.py holds more than its docstring"
 

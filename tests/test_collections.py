@@ -14,10 +14,10 @@ import pytest
 from conftest import zip_folder
 
 from braintumour.__main__ import main
-from braintumour.config import CLASSES
-from braintumour.datasets import EXTERNAL, br35h, brats, download, images, kaggle, openneuro
+from braintumour.config import CLASSES, MASKS_DIRNAME, PATIENTS_FILENAME
+from braintumour.datasets import EXTERNAL, SOURCES, br35h, brats, figshare, images, kaggle, openneuro
 from braintumour.datasets.download import DownloadError
-from braintumour.datasets.source import TUMOUR
+from braintumour.datasets.source import ROWS, TUMOUR, DataSource
 
 NOTUMOR = CLASSES.index("notumor")
 
@@ -69,6 +69,46 @@ def test_each_collection_loads_as_rows_with_label_group_and_collection(name):
     assert set(m.label) <= {TUMOUR, NOTUMOR}
     expected = {"brats": {TUMOUR}, "oasis": {NOTUMOR}, "openneuro": {NOTUMOR}, "br35h": {TUMOUR, NOTUMOR}}[name]
     assert set(m.label) == expected
+
+
+@pytest.mark.parametrize("name", list(SOURCES))
+def test_every_source_has_one_interface_and_loads_as_rows(name):
+    source = SOURCES[name]
+    assert isinstance(source, DataSource) and source.name == name
+    rows = source.rows()
+    assert list(rows.columns) == ROWS and len(rows) and (rows.collection == name).all()
+    assert set(rows.label) <= {*range(len(CLASSES)), TUMOUR}
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in rows.path.iloc[::97])
+    masks = rows["mask"][rows["mask"] != ""]
+    assert all(Path(p).is_file() for p in masks.iloc[::97])
+    if name == "figshare":
+        assert (rows.group != "").all() and len(masks) == len(rows)
+
+
+def test_kaggle_rows_carry_patient_ids_and_masks_only_where_derived(mini_dataset, isolated_root, monkeypatch):
+    monkeypatch.setattr(kaggle, "check_counts", lambda *a, **k: None)  # a few images of the published set
+    rows = kaggle.SOURCE.rows(mini_dataset)
+    assert (rows.group == "").all() and (rows["mask"] == "").all() and len(figshare.SOURCE.rows(mini_dataset)) == 0
+    first, second = sorted(Path(p).relative_to(mini_dataset).as_posix() for p in rows.path)[:2]
+    patients = f"path,figshare_id,patient_id\n{first},1,MR1\n{second},2,MR1\n"
+    (mini_dataset.parent / PATIENTS_FILENAME).write_text(patients)
+    mask = mini_dataset.parent / MASKS_DIRNAME / Path(first).with_suffix(".png")
+    mask.parent.mkdir(parents=True)
+    shutil.copy2(mini_dataset / first, mask)  # any image stands in: only its path is listed
+    rows = kaggle.SOURCE.rows(mini_dataset).set_index(rows.path.map(lambda p: Path(p).relative_to(mini_dataset)
+                                                                   .as_posix()))
+    assert rows.group[first] == rows.group[second] == "MR1" and (rows.group != "").sum() == 2
+    assert rows["mask"][first] == str(mask) and (rows["mask"] != "").sum() == 1
+    assert list(figshare.SOURCE.rows(mini_dataset).collection) == ["figshare", "figshare"]
+
+
+def test_the_kaggle_source_fetches_from_data_url(monkeypatch):
+    calls = []
+    monkeypatch.setattr(kaggle, "fetch", lambda **kw: calls.append(kw) or Path("/fetched"))
+    monkeypatch.setenv("DATA_URL", "file:///kaggle.zip")
+    monkeypatch.setenv("DATA_SHA256", "ab" * 32)
+    assert kaggle.SOURCE.fetch() == Path("/fetched")
+    assert calls == [{"url": "file:///kaggle.zip", "sha256": "ab" * 32, "force": False}]
 
 
 def test_brats_groups_a_patient_across_planes_and_a_coronal_slice_with_its_copies():
@@ -145,7 +185,7 @@ def test_a_kaggle_collection_comes_through_kagglehub(real, isolated_root, tmp_pa
 
 def test_make_data_fetches_each_collection_or_finds_it(real, isolated_root, mini_dataset, tmp_path, monkeypatch,
                                                        capsys):
-    monkeypatch.setattr(download, "fetch", lambda **kw: print("dataset present (stand-in)") or mini_dataset)
+    monkeypatch.setattr(kaggle, "fetch", lambda **kw: print("dataset present (stand-in)") or mini_dataset)
     archive = zip_folder(_mini(br35h.SOURCE, real, tmp_path), tmp_path / "br35h.zip")
     monkeypatch.setenv("BR35H_URL", archive.as_uri())
     skip = [arg for name in ("figshare", "brats", "oasis", "openneuro") for arg in ("--skip", name)]

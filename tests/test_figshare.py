@@ -344,10 +344,11 @@ def test_missing_masks_and_patients_name_the_source_and_command(mini_dataset, is
 
 def test_make_data_derives_them_and_names_failures(release, monkeypatch, capsys):
     from braintumour.__main__ import main
-    from braintumour.datasets import download
+    from braintumour.datasets import kaggle as kaggle_module
 
     kaggle, _, server, build = release
-    monkeypatch.setattr(download, "fetch", lambda **kw: kaggle)
+    monkeypatch.setattr(kaggle_module, "fetch", lambda **kw: kaggle)
+    monkeypatch.setenv("BRAIN_MRI_DIR", str(kaggle))  # where the figshare step finds the set the stand-in "fetched"
     build(md5_override={part_name(1): "f" * 32})
     assert main(["data", *SKIP_COLLECTIONS, "--figshare-api", f"{server.base}/api"]) == 2
     assert "ERROR: brainTumorDataPublic_1-766.zip: MD5" in capsys.readouterr().err

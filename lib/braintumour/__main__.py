@@ -56,15 +56,13 @@ def _parameter(text: str) -> tuple[str, object]:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from braintumour.datasets import EXTERNAL, figshare
-    from braintumour.datasets.download import fetch
+    from braintumour.datasets import SOURCES
 
-    kaggle = fetch(url=args.url or None, sha256=args.sha256 or None, force=args.force)
-    if "figshare" not in args.skip:
-        figshare.ensure(kaggle, api_url=args.figshare_api or None)
-    for name, source in EXTERNAL.items():
+    options = {"kaggle": {"url": args.url or None, "sha256": args.sha256 or None, "force": args.force},
+               "figshare": {"api_url": args.figshare_api or None}}
+    for name, source in SOURCES.items():
         if name not in args.skip:
-            source.fetch(url=os.environ.get(source.url_var) or None, sha256=os.environ.get(source.sha_var) or None)
+            source.fetch(**options.get(name, {}))
     return 0
 
 
@@ -180,10 +178,10 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     from braintumour.config import COLLECTIONS
 
     p = sub.add_parser("data", help="find the dataset, or download, check and unpack it into data/raw/")
-    p.add_argument("--url", default=os.environ.get("DATA_URL", ""), help="zip of the Kaggle layout (default $DATA_URL)")
-    p.add_argument("--sha256", default=os.environ.get("DATA_SHA256", ""), help="expected SHA-256 of the zip")
+    p.add_argument("--url", default="", help="zip of the Kaggle layout (default $DATA_URL)")
+    p.add_argument("--sha256", default="", help="expected SHA-256 of the zip (default $DATA_SHA256)")
     p.add_argument("--force", action="store_true", help="download even if a dataset is found elsewhere")
-    p.add_argument("--figshare-api", default=os.environ.get("FIGSHARE_API_URL", ""),
+    p.add_argument("--figshare-api", default="",
                    help="figshare file listing (default $FIGSHARE_API_URL, else figshare's public API)")
     p.add_argument("--skip", action="append", default=[], choices=["figshare", *COLLECTIONS],
                    help="leave out a source (repeatable): the figshare masks and patient ids, or a collection; "

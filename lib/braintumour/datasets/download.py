@@ -1,9 +1,7 @@
-"""`make data`: fetch the dataset where it is absent, check it, unpack it into data/raw/ atomically.
-
-Sources: any zip of the Kaggle layout at a URL (`DATA_URL`, optionally with `DATA_SHA256`), or the
-Kaggle dataset through kagglehub (needs a Kaggle account and internet). Nothing is left half
-unpacked: the archive is downloaded to a temporary file, extracted into a temporary folder,
-validated, and only then renamed to `data/raw/brain-tumor-mri/`.
+"""How every source is fetched by `make data`: a zip at a URL (optionally checked against its SHA-256),
+or a Kaggle dataset through kagglehub (needs a Kaggle account and internet), unpacked and installed
+atomically. Nothing is left half unpacked: the archive is downloaded to a temporary file, extracted
+into a temporary folder, validated by the source's own check, and only then renamed into place.
 """
 
 from __future__ import annotations
@@ -15,15 +13,6 @@ import urllib.request
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-
-from braintumour.config import DATASET_DIRNAME, EXPECTED_COUNTS, KAGGLE_DATASET, SPLITS, raw_dir
-from braintumour.datasets.kaggle import (
-    DataNotFoundError,
-    DatasetLayoutError,
-    build_manifest,
-    find_dataset,
-    load_dataset,
-)
 
 
 class DownloadError(RuntimeError):
@@ -49,14 +38,6 @@ def download_file(url: str, dest: Path, sha256: str | None = None, chunk: int = 
         raise DownloadError(f"{url}: SHA-256 {h.hexdigest()} does not match the expected {sha256}")
     tmp_path.replace(dest)
     return dest
-
-
-def _dataset_root(folder: Path) -> Path:
-    """The folder inside an unpacked archive that holds Training/ and Testing/."""
-    for candidate in [folder, *sorted(p for p in folder.rglob("*") if p.is_dir())]:
-        if all((candidate / s).is_dir() for s in SPLITS):
-            return candidate
-    raise DatasetLayoutError(f"no folder with {' and '.join(SPLITS)}/ found in the downloaded archive")
 
 
 # The archive guard (decompression bombs). The Kaggle zip is about 150 MB and unpacks to about as much
@@ -136,20 +117,10 @@ def _remove_unpacked(into: Path, created: bool) -> None:
         shutil.rmtree(into, ignore_errors=True)
 
 
-def install_tree(
-    source: Path,
-    dest: Path,
-    expected: dict | None = EXPECTED_COUNTS,
-    move: bool = False,
-    validate: Callable[[Path], object] | None = None,
-) -> Path:
-    """Validate a dataset folder (layout, counts, every image decodes) and put it at `dest` atomically.
-
-    `validate(source)` replaces the Kaggle set's check for another source (it raises when wrong)."""
-    if validate is None:
-        build_manifest(source, expected=expected)
-    else:
-        validate(source)
+def install_tree(source: Path, dest: Path, validate: Callable[[Path], object], move: bool = False) -> Path:
+    """Check a data folder with its source's `validate` (which raises when it is wrong: layout, counts,
+    an image that does not decode) and put it at `dest` atomically."""
+    validate(source)
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
     try:
@@ -164,44 +135,13 @@ def install_tree(
     return dest
 
 
-def fetch(
-    url: str | None = None,
-    sha256: str | None = None,
-    dest: Path | None = None,
-    expected: dict | None = EXPECTED_COUNTS,
-    force: bool = False,
-) -> Path:
-    """Make the dataset available; return its folder. Does nothing when it is already found."""
-    dest = dest or raw_dir() / DATASET_DIRNAME
-    if not force:
-        try:
-            found = find_dataset()
-        except DataNotFoundError:
-            found = None
-        if found is not None:
-            # "Present" means what `manifest` accepts (layout, counts, every image decodes), by the same
-            # function: an empty or half-copied folder is named and refused, not declared present.
-            load_dataset(found, expected=expected)
-            print(f"dataset present at {found}; nothing to download")
-            return found
-    if dest.exists():
-        raise DownloadError(f"{dest} exists but is not a usable dataset; remove it and run `make data` again")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    # Work beside the destination so the final rename stays on one filesystem.
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".fetch-") as work:
-        root = source_root(Path(work), url, sha256)
-        install_tree(root, dest, expected, move=bool(url))
-    print(f"dataset installed at {dest}")
-    return dest
-
-
 def source_root(
     work: Path,
     url: str | None,
     sha256: str | None,
-    root: Callable[[Path], Path] = _dataset_root,
-    dataset: str = KAGGLE_DATASET,
-    url_var: str = "DATA_URL",
+    root: Callable[[Path], Path],
+    dataset: str,
+    url_var: str,
 ) -> Path:
     """The data's folder (`root` finds it) in the zip at `url`, fetched and unpacked into `work`, or,
     with no url, in the Kaggle dataset."""

@@ -7,7 +7,8 @@ MATLAB v7.3 files `<id>.mat` (plus `cvind.mat` and a README). Each holds a struc
 `image` (int16) and `tumorMask`. A v7.3 file is HDF5 behind a 512-byte MATLAB header; h5py reads it
 (and a plain HDF5 file as well) and gives MATLAB's arrays transposed.
 
-`ensure()` is `make data`'s figshare step:
+`SOURCE` is the release's annotations as a `source.DataSource`: `fetch` is `ensure`, and its rows are the
+Kaggle images that have a patient id, with their masks. `ensure()` is `make data`'s figshare step:
 
 1. where `brain-tumor-mri-masks/` and `brain-tumor-mri-patients.csv` are both beside the Kaggle set,
    it says so and does nothing;
@@ -471,3 +472,28 @@ def ensure(dataset_dir: Path | None = None, *, api_url: str | None = None, downl
         print(f"  wrote {csv} ({len(frame)} images, {frame.patient_id.nunique()} patients)")
     print(f"  the downloads in {folder} may be deleted now")
     return masks
+
+
+@dataclass(frozen=True)
+class FigshareSource:
+    """The expert masks and patient ids as a `source.DataSource`; its folder is the masks folder."""
+
+    name: str = "figshare"
+    title: str = f"Expert tumour masks and patient ids (figshare release, doi:{DOI})"
+
+    def find(self) -> Path:
+        dataset_dir = kaggle.find_dataset()
+        kaggle.patients_csv(dataset_dir, required=True)
+        return kaggle.masks_dir(dataset_dir, required=True)
+
+    def fetch(self, api_url: str | None = None) -> Path:
+        """`ensure`, listing the release at `api_url`, else `$FIGSHARE_API_URL`, else figshare's API."""
+        return ensure(api_url=api_url or os.environ.get("FIGSHARE_API_URL") or None)
+
+    def rows(self, root: Path | None = None) -> pd.DataFrame:
+        """The Kaggle rows (`root` is the Kaggle set's folder) that have a patient id."""
+        out = kaggle.SOURCE.rows(root)
+        return out[out.group != ""].assign(collection=self.name).reset_index(drop=True)
+
+
+SOURCE = FigshareSource()

@@ -1,5 +1,6 @@
 """The Kaggle set: finding it, checking its layout and counts, its manifest and fingerprint, the
 decoded uint8 cache, and the expert masks and patient ids derived beside it from the figshare release.
+`SOURCE` is the set as a `source.DataSource`: its rows carry the patient ids and masks where derived.
 
 The dataset folder is read-only input. Everything derived from it (manifest, decoded arrays) is a
 cache under `data/interim/`, keyed by the data fingerprint, and rebuilt when stale or corrupt.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ from braintumour.config import (
     project_root,
     raw_dir,
 )
+from braintumour.datasets.download import DownloadError, install_tree, source_root
 from braintumour.datasets.images import (
     ImageDecodeError,
     _header,
@@ -350,3 +353,86 @@ def training_masks(dataset: Dataset, rows: np.ndarray, size: int) -> np.ndarray:
         if mask_path.is_file():
             out[i] = load_mask(mask_path, size)
     return out
+
+
+# --------------------------------------------------------------------------- as a data source
+
+
+def annotations(dataset_dir: Path) -> pd.DataFrame:
+    """The figshare-derived patient id (`group`) and expert mask path (`mask`) of each Kaggle path that
+    has them; empty where they have not been derived."""
+    csv = patients_csv(dataset_dir)
+    if csv is None:
+        return pd.DataFrame(columns=["path", "group", "mask"])
+    frame = pd.read_csv(csv, dtype=str)
+    masks = masks_dir(dataset_dir)
+    mask_paths = [masks / Path(p).with_suffix(".png") if masks else None for p in frame.path]
+    return pd.DataFrame({"path": frame.path, "group": frame.patient_id,
+                         "mask": [str(m) if m is not None and m.is_file() else "" for m in mask_paths]})
+
+
+def archive_root(folder: Path) -> Path:
+    """The folder inside an unpacked archive that holds Training/ and Testing/."""
+    for candidate in [folder, *sorted(p for p in folder.rglob("*") if p.is_dir())]:
+        if all((candidate / s).is_dir() for s in SPLITS):
+            return candidate
+    raise DatasetLayoutError(f"no folder with {' and '.join(SPLITS)}/ found in the downloaded archive")
+
+
+def fetch(
+    url: str | None = None,
+    sha256: str | None = None,
+    dest: Path | None = None,
+    expected: dict | None = EXPECTED_COUNTS,
+    force: bool = False,
+) -> Path:
+    """Make the dataset available (the zip at `url`, else the Kaggle dataset through kagglehub); return its
+    folder. Does nothing when it is already found."""
+    dest = dest or raw_dir() / DATASET_DIRNAME
+    if not force:
+        try:
+            found = find_dataset()
+        except DataNotFoundError:
+            found = None
+        if found is not None:
+            # "Present" means what `manifest` accepts (layout, counts, every image decodes), by the same
+            # function: an empty or half-copied folder is named and refused, not declared present.
+            load_dataset(found, expected=expected)
+            print(f"dataset present at {found}; nothing to download")
+            return found
+    if dest.exists():
+        raise DownloadError(f"{dest} exists but is not a usable dataset; remove it and run `make data` again")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # Work beside the destination so the final rename stays on one filesystem.
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".fetch-") as work:
+        root = source_root(Path(work), url, sha256, archive_root, KAGGLE_DATASET, "DATA_URL")
+        install_tree(root, dest, lambda folder: build_manifest(folder, expected=expected), move=bool(url))
+    print(f"dataset installed at {dest}")
+    return dest
+
+
+@dataclass(frozen=True)
+class KaggleSource:
+    """The Kaggle set as a `source.DataSource`."""
+
+    name: str = "kaggle"
+    title: str = "Brain Tumor MRI Dataset (Kaggle)"
+
+    def find(self) -> Path:
+        return find_dataset()
+
+    def fetch(self, url: str | None = None, sha256: str | None = None, force: bool = False) -> Path:
+        """`fetch`, from `url` or `$DATA_URL` (checked against `$DATA_SHA256`), else kagglehub."""
+        return fetch(url=url or os.environ.get("DATA_URL") or None,
+                     sha256=sha256 or os.environ.get("DATA_SHA256") or None, force=force)
+
+    def rows(self, root: Path | None = None) -> pd.DataFrame:
+        dataset = load_dataset(root)
+        m = dataset.manifest[dataset.manifest.error == ""]
+        extra = annotations(dataset.root).set_index("path")
+        return pd.DataFrame({"path": [str(dataset.root / p) for p in m.path], "label": m.label.to_numpy(),
+                             "group": extra.group.reindex(m.path).fillna("").to_numpy(), "collection": self.name,
+                             "boxes": "[]", "mask": extra["mask"].reindex(m.path).fillna("").to_numpy()})
+
+
+SOURCE = KaggleSource()

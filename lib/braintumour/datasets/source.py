@@ -1,22 +1,28 @@
-"""One collection of images as a data source: found, fetched and loaded the same way for each.
+"""Data sources, found, fetched and loaded the same way for each.
 
-A `Source` is found like the Kaggle set (`$<ENV>`, `data/raw/<dirname>/`, `../shared/datasets/<dirname>/`),
-fetched by `make data` where absent (a zip at `<URL_VAR>`, optionally checked against `<URL_VAR>`'s
-SHA-256 in `<SHA_VAR>`; else the Kaggle dataset through kagglehub, or the source's public archive), with
-the Kaggle download's checks: checksum, the zip's sizes, the layout, and every image decodes. It loads as a
-`kaggle.Dataset` whose manifest adds, per image: `group` (patient or subject where the file names tell,
-else empty: near-duplicate clusters group those, `groups.collection_groups`), `collection` and `boxes`
-(tumour boxes as JSON, where the collection has them). No count is checked anywhere: releases change.
+`DataSource` is what every source offers (`datasets.SOURCES`: the Kaggle set, the figshare masks and
+patient ids, each external collection): `find`, `fetch` (what `make data` calls) and `rows` (`ROWS`).
+
+An external collection's `Source` is found like the Kaggle set (`$<ENV>`, `data/raw/<dirname>/`,
+`../shared/datasets/<dirname>/`), fetched by `make data` where absent (a zip at `<URL_VAR>`, optionally
+checked against its SHA-256 in `<SHA_VAR>`; else the Kaggle dataset through kagglehub, or the source's
+public archive), with the Kaggle download's checks: checksum, the zip's sizes, the layout, and every image
+decodes. It loads as a `kaggle.Dataset` whose manifest adds, per image: `group` (patient or subject where
+the file names tell, else empty: near-duplicate clusters group those, `groups.collection_groups`),
+`collection` and `boxes` (tumour boxes as JSON, where the collection has them). No count is checked
+anywhere: releases change.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import pandas as pd
 
@@ -31,6 +37,26 @@ LABEL_NAMES = {**dict(enumerate(CLASSES)), TUMOUR: "tumour"}
 # (a plane, the collection) and becomes the manifest's `split`; `class_name` its own word for the label.
 ROW_COLUMNS = ["path", "look", "label", "class_name", "group", "boxes"]
 EXTRA_COLUMNS = ["group", "collection", "boxes"]
+# What every source's `rows` returns, one row per image: absolute paths, the label (a class index, TUMOUR
+# or NOTUMOR), the group (patient or near-duplicate cluster, "" where unknown), the collection, tumour
+# boxes as JSON ("[]" where none) and the expert mask's path ("" where none).
+ROWS = ["path", "label", "group", "collection", "boxes", "mask"]
+
+
+@runtime_checkable
+class DataSource(Protocol):
+    """A source of images: `find` its folder (DataNotFoundError saying where to put it and how to get it),
+    `fetch` it where absent (with no argument, from its URL in the environment, else its public home),
+    and load it as `ROWS`."""
+
+    name: str
+    title: str
+
+    def find(self) -> Path: ...
+
+    def fetch(self) -> Path: ...
+
+    def rows(self, root: Path | None = None) -> pd.DataFrame: ...
 
 
 @dataclass(frozen=True)
@@ -76,7 +102,11 @@ class Source:
 
     def fetch(self, url: str | None = None, sha256: str | None = None, dest: Path | None = None,
               force: bool = False) -> Path:
-        """Make the collection available and return its folder; nothing is done when it is found."""
+        """Make the collection available and return its folder; nothing is done when it is found. The zip
+        is `url`, else `$<url_var>` (checked against `$<sha_var>` where set), else the Kaggle dataset or
+        the public archive."""
+        url = url or os.environ.get(self.url_var) or None
+        sha256 = sha256 or os.environ.get(self.sha_var) or None
         dest = dest or raw_dir() / self.dirname
         if not force:
             found = self._found()
@@ -120,6 +150,12 @@ class Source:
                             height, mode, "", r.group, self.name, r.boxes))
         manifest = pd.DataFrame(records, columns=kaggle.MANIFEST_COLUMNS + EXTRA_COLUMNS)
         return kaggle.Dataset(root, manifest, kaggle.fingerprint(manifest))
+
+    def rows(self, root: Path | None = None) -> pd.DataFrame:
+        dataset = self.load(root)
+        m = dataset.manifest
+        return pd.DataFrame({"path": [str(dataset.root / p) for p in m.path], "label": m.label, "group": m.group,
+                             "collection": m.collection, "boxes": m.boxes, "mask": ""})[ROWS]
 
 
 def folder_holding(predicate: Callable[[Path], bool], what: str) -> Callable[[Path], Path]:
