@@ -2,13 +2,14 @@
 more optimiser steps, scored on what may choose a recipe: Kaggle validation and each collection's
 `tune` part.
 
-Notebook 11's shipped model (the recipe on the Kaggle set and every collection's `train` part) trains
-the cpu profile's `generalise_steps`; its Kaggle validation accuracy is about 95%, where notebook 03's
-plain recipe, which spends every step on the Kaggle set, reaches about 99%. This trains the same
-recipe for `--steps` steps (the epochs raised so that they do not stop it first) through the run cache,
-and writes Kaggle validation accuracy and *notumor* recall, and detection or specificity on each `tune`
-part, to experiments/results/generalised_steps-<steps>.json. Neither Kaggle Testing nor a `test` part
-is read.
+Notebook 11's shipped model (the recipe on the Kaggle set and every collection's `train` part) trained
+the cpu profile's `generalise_steps` before its `shipped_steps` were set from this experiment; its Kaggle
+validation accuracy was about 95%, where notebook 03's plain recipe, which spends every step on the
+Kaggle set, reaches about 99%. This trains the same recipe for `--steps` steps
+(`generalisation.generalised_config`: the epochs raised so that they do not stop it first) through the
+run cache, and writes Kaggle validation accuracy and *notumor* recall, and detection or specificity on
+each `tune` part, to experiments/results/generalised_steps-<steps>.json. Neither Kaggle Testing nor a
+`test` part is read.
 
     .venv/bin/python experiments/generalised_steps.py --steps 6000
 """
@@ -36,11 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     params, images, labels, split, collections = d.params, d.images, d.labels, d.split, d.collections
     parts = {name: c.parts for name, c in collections.items()}
     pool = generalisation.Pool.stack(d.dataset, images, collections)
-    epochs = max(params["epochs"], -(-args.steps * params["epochs"] // params["generalise_steps"]))
     rows = []
     for seed in args.seeds:
         run = generalisation.train_generalised(params, seed, pool, split, parts, tuple(collections), progress=False,
-                                               max_steps=args.steps, epochs=epochs)
+                                               steps=args.steps)
         val = images[split.val], labels[split.val]
         notumor = val[1] == NOTUMOR
         row = {"seed": seed, "steps": args.steps,

@@ -162,20 +162,26 @@ class Pool:
         return Split(np.concatenate([kaggle_split.train, *extra]), kaggle_split.val, kaggle_split.test)
 
 
-def generalised_config(params: dict, seed: int, **overrides) -> TrainConfig:
-    """The recipe meant to generalise, `GENERALISED` over notebook 03's, for the profile's
-    `generalise_steps`; `overrides` take ingredients out (the ablations)."""
-    fields = {**GENERALISED, "max_steps": params["generalise_steps"], **overrides}
+def generalised_config(params: dict, seed: int, steps: int | None = None, **overrides) -> TrainConfig:
+    """The recipe meant to generalise, `GENERALISED` over notebook 03's, for `steps` optimiser steps (the
+    profile's `generalise_steps` by default; a profile in epochs has none); `overrides` take ingredients
+    out (the ablations). The epochs grow with the steps beyond `generalise_steps`, so that they never end
+    a run before its steps."""
+    base = params["generalise_steps"]
+    steps = steps or base
+    epochs = params["epochs"] if base is None else max(params["epochs"], -(-steps * params["epochs"] // base))
+    fields = {**GENERALISED, "max_steps": steps, "epochs": epochs, **overrides}
     return custom_cnn_config(params, seed, **fields)
 
 
 
 def train_generalised(params: dict, seed: int, pool: Pool, kaggle_split: Split, parts: dict[str, dict[str, np.ndarray]],
-                      trained_on: tuple[str, ...], *, retrain: bool = False, progress: bool = True,
-                      **overrides) -> RunResult:
-    """One seed of the recipe through the run cache, on the Kaggle set and the `train` parts of the
-    collections `trained_on`. Class weights are the Kaggle training set's four classes, as for variant (b)."""
-    cfg = generalised_config(params, seed, **overrides)
+                      trained_on: tuple[str, ...], *, steps: int | None = None, retrain: bool = False,
+                      progress: bool = True, **overrides) -> RunResult:
+    """One seed of the recipe (`generalised_config`) through the run cache, on the Kaggle set and the `train`
+    parts of the collections `trained_on`. Class weights are the Kaggle training set's four classes, as for
+    variant (b)."""
+    cfg = generalised_config(params, seed, steps, **overrides)
     split = pool.split(kaggle_split, {name: parts[name]["train"] for name in trained_on})
     weights = class_weights(pool.labels[kaggle_split.train], cfg.class_weighting)
     return train_or_load(cfg, pool.images, pool.labels, split, weights, pool.fingerprint, retrain=retrain,

@@ -37,7 +37,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "fold_steps": {"custom_cnn": 4, "resnet50": 2, "custom_cnn_guided": 4},
         "external_limit": 24,  # Br35H images per part (notebook 08)
         "collection_limit": 24,  # images per part of each collection (notebook 11)
-        "generalise_steps": 4,  # optimiser steps of each generalisation run (notebook 11)
+        "generalise_steps": 4,  # optimiser steps of each leave-one-out and ablation run (notebook 11)
+        "shipped_steps": 4,  # optimiser steps of each of the shipped model's seeds (notebook 11)
         "generalise_seeds": [0],  # the shipped model's
         "generalise_ablations": {"no_other_collections": ["brats"], "no_skull_strip": ["brats"]},
         # Notebook 05's subsets of the masked Testing images: Score-CAM costs one forward pass per
@@ -83,9 +84,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "fold_steps": {"custom_cnn": 1860, "resnet50": 154, "custom_cnn_guided": 1568},
         "external_limit": None,
         "collection_limit": None,
-        # Each of notebook 11's runs (leave one collection out, the shipped model's seeds), in steps
-        # (docs/running.md has their minutes).
+        # Notebook 11's runs in steps (docs/running.md has their minutes): each leave-one-out and ablation
+        # run, and each of the shipped model's seeds, which take twice the steps: chosen on Kaggle validation
+        # and the collections' `tune` parts (experiments/generalised_steps.py, docs/experiments.md).
         "generalise_steps": 3000,
+        "shipped_steps": 6000,
         "generalise_seeds": [0, 1, 2],
         # Ablations (generalisation.ABLATIONS) and the leave-one-out folds each is run on: the Kaggle-only
         # run (one run serves every fold). The other ablations are the full profile's.
@@ -118,6 +121,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "external_limit": None,
         "collection_limit": None,
         "generalise_steps": None,  # epochs, as notebook 03
+        "shipped_steps": None,
         "generalise_seeds": [0, 1, 2, 3, 4],
         "generalise_ablations": {name: ["brats", "br35h", "oasis", "openneuro"]
                                  for name in ("no_other_collections", "no_skull_strip", "no_randomise")},
