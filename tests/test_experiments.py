@@ -1,9 +1,9 @@
 """The experiments (experiments/*.py), each run as its usage line says in the smoke profile, on the real
 data: every one prints its JSON lines and writes one result file through `outputs.write_result`, with
 the header of every metrics file and the numbers it printed. Runs go to a temporary run cache (except
-external_variants' and generalised_steps': `external.train_variant` and `generalisation.train_generalised`
-use the notebooks' cache, where the smoke profile's keys are their own), results to a temporary folder.
-And the one writer: `write_metrics` keeps its shape."""
+external_variants', generalised_steps' and generalised_guided': `external.train_variant` and
+`generalisation.train_generalised` use the notebooks' cache, where the smoke profile's keys are their
+own), results to a temporary folder. And the one writer: `write_metrics` keeps its shape."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ SMOKE = get_profile("smoke")
 # Test images of the smoke subset: `per_class_limit` of each class.
 SMOKE_TEST = 4 * SMOKE["per_class_limit"]
 TESTED = {"screen_recipe", "seed_errors", "refit_train_val", "checkpoint_selection", "external_variants",
-          "figshare_rebuilt_release", "ood_screen", "generalised_steps"}
+          "figshare_rebuilt_release", "ood_screen", "generalised_steps", "generalised_guided"}
 
 
 @pytest.fixture
@@ -185,6 +185,17 @@ def test_generalised_steps(out, run):
     (row,) = r["runs"]
     assert lines[0]["steps"] == row["steps"] == 6 and row["config"]["max_steps"] == 6
     assert 0 <= row["validation_accuracy"] <= 1 and set(row["tune"]) >= {"brats", "oasis"}
+
+
+@pytest.mark.slow
+def test_generalised_guided(out, run):
+    lines, stdout = run("generalised_guided", "--profile", "smoke", "--out", out)
+    r = result(out, "generalised_guided", stdout)
+    shipped, guided = r["runs"]
+    assert [line["variant"] for line in lines] == [shipped["variant"], guided["variant"]] == ["shipped", "mask_guided"]
+    assert guided["config"]["model"] == "custom_cnn_guided" and guided["config"]["mask_weight"] == 1.0
+    assert shipped["config"]["mask_weight"] is None and guided["config"]["max_steps"] == SMOKE["shipped_steps"]
+    assert 0 <= guided["brats_tune_pointing"]["value"] <= 1 and set(guided["tune"]) >= {"brats", "oasis"}
 
 
 def test_write_result_and_write_metrics_share_one_header(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from braintumour.analysis import collection_scores
-from braintumour.datasets import EXTERNAL, audit, br35h
+from braintumour.datasets import EXTERNAL, audit, br35h, images
 from braintumour.datasets.folds import AUDIT_IMAGE_SIZE
 from braintumour.datasets.kaggle import load_images
 from braintumour.datasets.source import TUMOUR
@@ -73,6 +73,14 @@ def test_the_pool_adds_each_collections_training_rows_at_a_floor_and_keeps_valid
     assert len(pool.split(kaggle, {}).train) == 80  # leave every collection out: the Kaggle set alone
 
 
+def test_the_guide_aligns_masks_and_boxes_with_the_pools_training_rows():
+    guide = generalisation.Guide(np.ones((3, 4, 4), np.uint8), {100: np.eye(4, dtype=bool)})
+    train = np.array([5, 6, 7, 100, 101, 100])  # the Kaggle training rows first, then the collections'
+    masks = guide.masks(Split(train, np.arange(2), np.arange(2)))
+    assert masks.shape == (6, 4, 4) and masks.dtype == np.uint8 and masks[:3].all()
+    assert (masks[3] == np.eye(4)).all() and (masks[5] == np.eye(4)).all() and not masks[4].any()
+
+
 def test_rates_resample_groups_so_correlated_slices_widen_the_interval():
     hits = np.r_[np.ones(50), np.zeros(50)]
     per_image = collection_scores.rate(hits, np.arange(100))
@@ -95,7 +103,7 @@ def test_score_gives_detection_specificity_and_auroc_where_both_labels_exist():
 def test_boxes_follow_the_images_padding_to_a_square():
     manifest = pd.DataFrame({"boxes": [json.dumps([[0.5, 0.5, 0.5, 0.5]]), "[]"], "width": [200, 100],
                              "height": [100, 100]})
-    masks = collection_scores.box_masks(manifest, 100)
+    masks = images.box_masks(manifest, 100)
     ys, xs = np.nonzero(masks[0])  # a 100 x 50 box in the middle of a 200 x 100 image padded to 200 x 200
     assert (xs.min(), xs.max()) == (25, 74) and (ys.min(), ys.max()) == (37, 62) and not masks[1].any()
 

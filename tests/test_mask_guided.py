@@ -83,6 +83,38 @@ def test_mask_alignment_loss_asks_for_evidence_on_a_small_tumour():
     assert mask_alignment_loss(off, masks, torch.tensor([0])) > 9
 
 
+def test_a_partial_label_aligns_the_tumour_classes_maps_together():
+    from braintumour.config import CLASSES, PARTIAL_LABEL
+
+    masks = torch.zeros(1, 8, 8)
+    masks[0, :4, :] = 1
+    maps = torch.full((1, 4, 4, 4), -20.0)
+    maps[0, CLASSES.index("glioma"), :2, :] = 20.0  # one tumour class's evidence on the mask is enough
+    maps[0, CLASSES.index("notumor")] = 20.0  # the notumor map does not count
+    maps.requires_grad_(True)
+    loss = mask_alignment_loss(maps, masks, torch.tensor([PARTIAL_LABEL]))
+    assert loss < 1e-3
+    loss.backward()
+    assert maps.grad[0, CLASSES.index("notumor")].abs().sum() == 0
+
+
+def test_partial_labels_and_the_mask_term_add_up(monkeypatch):
+    from braintumour.config import PARTIAL_LABEL
+    from braintumour.training import losses
+
+    x = (torch.rand(4, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    y = torch.tensor([0, 2, PARTIAL_LABEL, PARTIAL_LABEL])
+    masks = torch.zeros(4, 32, 32, dtype=torch.uint8)
+    masks[[0, 2], 8:16, 8:16] = 1  # an expert mask and a tumour box
+    calls = []
+    real = losses.mask_alignment_loss
+    monkeypatch.setattr(losses, "mask_alignment_loss", lambda *a: calls.append(a[2].tolist()) or real(*a))
+    cfg = tiny_config(model="custom_cnn_guided", image_size=32, mask_weight=1.0, partial_label_weight=1.0)
+    loss = losses.batch_loss(build_model("custom_cnn_guided"), cfg, Augment(), x, y, masks, torch.ones(4),
+                             torch.Generator().manual_seed(0))
+    assert calls == [[0, PARTIAL_LABEL]] and torch.isfinite(loss)
+
+
 def test_the_guided_training_step_adds_the_mask_term_for_images_with_a_mask(monkeypatch):
     from braintumour.training import losses
     from braintumour.training.transforms import Augment

@@ -1,11 +1,9 @@
 """How a model does on a collection: tumours detected, tumour-free images left alone, and the ranking
 of the two (AUROC), each with a 95% bootstrap interval that resamples groups (patients, subjects or
 near-duplicate clusters), not images, since slices of one person are not independent. And Grad-CAM
-against the tumour boxes a collection has (pointing game inside a box)."""
+against the tumour boxes a collection has (pointing game inside a box; `images.box_masks`)."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pandas as pd
@@ -70,21 +68,6 @@ def score(proba: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> dict:
         out["specificity"] = rate(~called[~tumour], groups[~tumour])
     if tumour.any() and (~tumour).any():
         out["auroc"] = auroc(1 - proba[:, NOTUMOR], tumour, groups)
-    return out
-
-
-def box_masks(manifest: pd.DataFrame, size: int) -> np.ndarray:
-    """Each image's tumour boxes (`boxes`: JSON of [x_centre, y_centre, width, height] in fractions of
-    the image) as a (N, size, size) bool mask, through the padding to a centred square that
-    `images.square_resize` applies to the image."""
-    out = np.zeros((len(manifest), size, size), dtype=bool)
-    for k, (boxes, width, height) in enumerate(zip(manifest.boxes, manifest.width, manifest.height, strict=True)):
-        side = max(width, height)
-        pad_x, pad_y = (side - width) / 2, (side - height) / 2
-        for x, y, w, h in json.loads(boxes):
-            x0, x1 = ((x - w / 2) * width + pad_x) / side, ((x + w / 2) * width + pad_x) / side
-            y0, y1 = ((y - h / 2) * height + pad_y) / side, ((y + h / 2) * height + pad_y) / side
-            out[k, int(y0 * size) : int(np.ceil(y1 * size)), int(x0 * size) : int(np.ceil(x1 * size))] = True
     return out
 
 

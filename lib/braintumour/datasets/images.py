@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Refuse absurd images before decoding them: 20k x 20k would need gigabytes. One limit, on the pixels
 # a file's header announces (all frames), for every decoder: PIL's formats and DICOM (`check_image_size`).
@@ -247,3 +252,18 @@ def load_mask(path: str | Path, size: int) -> np.ndarray:
         grey = im.convert("L")
     resized = _square_resize(grey, size, Image.Resampling.BILINEAR)
     return np.asarray(resized) >= 128
+
+
+def box_masks(manifest: pd.DataFrame, size: int) -> np.ndarray:
+    """Each image's tumour boxes (`boxes`: JSON of [x_centre, y_centre, width, height] in fractions of
+    the image) as a (N, size, size) bool mask, through the padding to a centred square that
+    `_square_resize` applies to the image."""
+    out = np.zeros((len(manifest), size, size), dtype=bool)
+    for k, (boxes, width, height) in enumerate(zip(manifest.boxes, manifest.width, manifest.height, strict=True)):
+        side = max(width, height)
+        pad_x, pad_y = (side - width) / 2, (side - height) / 2
+        for x, y, w, h in json.loads(boxes):
+            x0, x1 = ((x - w / 2) * width + pad_x) / side, ((x + w / 2) * width + pad_x) / side
+            y0, y1 = ((y - h / 2) * height + pad_y) / side, ((y + h / 2) * height + pad_y) / side
+            out[k, int(y0 * size) : int(np.ceil(y1 * size)), int(x0 * size) : int(np.ceil(x1 * size))] = True
+    return out

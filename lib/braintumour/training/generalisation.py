@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from braintumour.datasets import audit
-from braintumour.datasets.kaggle import Dataset, load_images
+from braintumour.datasets.images import box_masks
+from braintumour.datasets.kaggle import Dataset, load_images, training_masks
 from braintumour.datasets.source import TUMOUR
 from braintumour.datasets.splits import Split, class_weights
 from braintumour.training.recipes import TrainConfig, custom_cnn_config
@@ -162,6 +163,43 @@ class Pool:
         return Split(np.concatenate([kaggle_split.train, *extra]), kaggle_split.val, kaggle_split.test)
 
 
+# The mask-guided variant of the recipe (notebook 07's model and mask term, `losses.mask_alignment_loss`),
+# with `Guide`'s masks: experiments/generalised_guided.py measures it.
+MASK_GUIDED = {"model": "custom_cnn_guided", "mask_weight": 1.0}
+
+
+@dataclass
+class Guide:
+    """What a mask-guided run trains its class maps towards: the expert masks of the Kaggle training rows,
+    and the tumour boxes of each collection's `train` rows (by pool row). No other row's mask or box
+    is read."""
+
+    kaggle_masks: np.ndarray  # aligned with the Kaggle split's training rows
+    boxes: dict[int, np.ndarray]
+
+    @classmethod
+    def build(cls, pool: Pool, kaggle: Dataset, kaggle_split: Split, collections: dict[str, Collection],
+              size: int) -> Guide:
+        boxes = {}
+        for name, c in collections.items():
+            rows = c.parts["train"]
+            masks = box_masks(c.dataset.manifest.iloc[rows], size)
+            boxes.update({pool.offset[name] + int(r): m for r, m in zip(rows, masks, strict=True) if m.any()})
+        return cls(training_masks(kaggle, kaggle_split.train, size), boxes)
+
+    def masks(self, split: Split) -> np.ndarray:
+        """(len(split.train), size, size) uint8 0/1, aligned with `split.train` (`Pool.split`'s: the
+        Kaggle training rows first), zero where a row has neither mask nor box."""
+        n = len(self.kaggle_masks)
+        out = np.zeros((len(split.train), *self.kaggle_masks.shape[1:]), np.uint8)
+        out[:n] = self.kaggle_masks
+        for k, row in enumerate(split.train[n:], start=n):
+            box = self.boxes.get(int(row))
+            if box is not None:
+                out[k] = box
+        return out
+
+
 def generalised_config(params: dict, seed: int, steps: int | None = None, **overrides) -> TrainConfig:
     """The recipe meant to generalise, `GENERALISED` over notebook 03's, for `steps` optimiser steps (the
     profile's `generalise_steps` by default; a profile in epochs has none); `overrides` take ingredients
@@ -176,16 +214,16 @@ def generalised_config(params: dict, seed: int, steps: int | None = None, **over
 
 
 def train_generalised(params: dict, seed: int, pool: Pool, kaggle_split: Split, parts: dict[str, dict[str, np.ndarray]],
-                      trained_on: tuple[str, ...], *, steps: int | None = None, retrain: bool = False,
-                      progress: bool = True, **overrides) -> RunResult:
+                      trained_on: tuple[str, ...], *, steps: int | None = None, guide: Guide | None = None,
+                      retrain: bool = False, progress: bool = True, **overrides) -> RunResult:
     """One seed of the recipe (`generalised_config`) through the run cache, on the Kaggle set and the `train`
-    parts of the collections `trained_on`. Class weights are the Kaggle training set's four classes, as for
-    variant (b)."""
-    cfg = generalised_config(params, seed, steps, **overrides)
+    parts of the collections `trained_on`; with a `guide`, the mask-guided variant (`MASK_GUIDED`). Class
+    weights are the Kaggle training set's four classes, as for variant (b)."""
+    cfg = generalised_config(params, seed, steps, **(MASK_GUIDED if guide else {}), **overrides)
     split = pool.split(kaggle_split, {name: parts[name]["train"] for name in trained_on})
     weights = class_weights(pool.labels[kaggle_split.train], cfg.class_weighting)
     return train_or_load(cfg, pool.images, pool.labels, split, weights, pool.fingerprint, retrain=retrain,
-                         progress=progress)
+                         progress=progress, train_masks=guide.masks(split) if guide else None)
 
 
 def load_collections(kaggle: Dataset, kaggle_hashes: np.ndarray, size: int, limit: int | None = None

@@ -43,8 +43,9 @@ def batch_loss(
     maps = None if maps is None else maps.float()
 
     if cfg.partial_label_weight is not None:
-        return partial_label_loss(logits, targets, class_weights, cfg)
-    loss = F.cross_entropy(logits, targets, weight=class_weights, label_smoothing=cfg.label_smoothing)
+        loss = partial_label_loss(logits, targets, class_weights, cfg)
+    else:
+        loss = F.cross_entropy(logits, targets, weight=class_weights, label_smoothing=cfg.label_smoothing)
     if cfg.mask_weight:
         has = masks.flatten(1).amax(1) > 0  # images without a mask train as before
         if has.any():
@@ -76,11 +77,12 @@ def partial_label_loss(logits: torch.Tensor, targets: torch.Tensor, class_weight
 
 def mask_alignment_loss(maps: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per image, how far the target class's map (N, classes, h, w) is from its mask (N, H, W, values
-    in [0, 1]): a binary cross-entropy that reads each map cell as a logit for "tumour here", the target
-    being the cell's tumour coverage relative to the image's best-covered cell (`tumour_coverage`),
-    with the cells inside and outside weighted by how much tumour they hold (a tumour covers a few per
-    cent of the image). Supervising the attention map with the mask is GAIN's external supervision
-    (Li et al., 2018).
+    in [0, 1]; for an image labelled `PARTIAL_LABEL`, a tumour of unknown type, the logsumexp of the
+    tumour classes' maps): a binary cross-entropy that reads each map cell as a logit for "tumour
+    here", the target being the cell's tumour coverage relative to the image's best-covered cell
+    (`tumour_coverage`), with the cells inside and outside weighted by how much tumour they hold (a
+    tumour covers a few per cent of the image). Supervising the attention map with the mask is GAIN's
+    external supervision (Li et al., 2018).
 
     Why not penalise only the share of the rectified map outside the mask (Ross et al.'s idea on the
     map)? A map that is negative everywhere has no share outside, and its ReLU passes no gradient:
@@ -93,7 +95,11 @@ def mask_alignment_loss(maps: torch.Tensor, masks: torch.Tensor, targets: torch.
     spread the map over the tumour's border cells and lowered the energy inside the mask. Relative
     coverage asks for positive evidence on the tumour's core whatever its size, and little on cells
     it only grazes."""
-    logits = maps[torch.arange(len(targets)), targets]
+    partial = targets == PARTIAL_LABEL
+    logits = maps[torch.arange(len(targets)), targets.masked_fill(partial, 0)]
+    if partial.any():
+        tumour = [i for i in range(maps.shape[1]) if i != CLASSES.index("notumor")]
+        logits = torch.where(partial[:, None, None], maps[:, tumour].logsumexp(1), logits)
     inside = tumour_coverage(masks, logits.shape[-2:])
     bce = F.binary_cross_entropy_with_logits(logits, inside, reduction="none")
     outside = 1 - inside
