@@ -134,12 +134,14 @@ def test_the_readme_sentence_names_a_leave_one_out_miss_that_the_shipped_model_m
     from braintumour.reporting import generalisation_report
 
     scores = {n: {m: {"value": 0.9}} for n, m in generalisation_report.MEASURE.items()}
-    gen = {"leave_one_out": scores, "saved_models": {},
+    gen = {"leave_one_out": scores, "saved_models": {}, "shipped": {"brats": {"detected": {"value": 0.963}}},
            "shipped_per_seed": {"0": {"kaggle_testing": {"accuracy": 0.96}}},
+           "gradcam_brats_boxes": {"custom_cnn_generalised": {"value": 0.049}},
            "leave_one_out_targets_met": {"brats": False, "oasis": True},
            "shipped_targets_met": {"brats": True, "kaggle_testing_accuracy": False}}
     sentence = generalisation_report.readme_sentence(gen)
     assert "left out of training: brats" in sentence
     assert "trained on every collection: kaggle testing accuracy" in sentence
+    assert "test parts: BraTS 2021 (gliomas) 96.3% detected; Grad-CAM pointing inside the BraTS boxes 0.05" in sentence
     gen["leave_one_out_targets_met"]["brats"] = gen["shipped_targets_met"]["kaggle_testing_accuracy"] = True
     assert "every target met" in generalisation_report.readme_sentence(gen)

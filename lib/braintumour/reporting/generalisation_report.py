@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from braintumour.analysis.shipped import SHIPPED
 from braintumour.config import CLASSES
 from braintumour.reporting.titles import COLLECTION_TITLES
 from braintumour.training.models import MODEL_TITLES
@@ -159,8 +160,7 @@ def readme_sentence(gen: dict) -> str:
     """What notebook 11 measured, for the README's results block and the results summary."""
     loo = "; ".join(f"{COLLECTION_TITLES[n]} {s[MEASURE[n]]['value']:.1%} {MEASURE[n]}"
                     for n, s in gen["leave_one_out"].items())
-    def on_test_parts(model: str) -> str:
-        scores = gen["saved_models"].get(model, {})
+    def on_test_parts(scores: dict) -> str:
         return "; ".join(f"{COLLECTION_TITLES[n]} {scores[n][MEASURE[n]]['value']:.1%} {MEASURE[n]}"
                          for n in MEASURE if n in scores)
 
@@ -174,12 +174,16 @@ def readme_sentence(gen: dict) -> str:
                + "; so `predict` does not use it")
     saved = {"custom_cnn": "The plain custom CNN on their test parts",
              "custom_cnn_external": "Notebook 08's Br35H variant"}
-    before = "".join(f" {words}: {on_test_parts(m)}." for m, words in saved.items() if m in gen["saved_models"])
+    before = "".join(f" {words}: {on_test_parts(gen['saved_models'][m])}." for m, words in saved.items()
+                     if m in gen["saved_models"])
+    pointing = gen["gradcam_brats_boxes"].get(SHIPPED)
+    looks = "" if pointing is None else f"; Grad-CAM pointing inside the BraTS boxes {pointing['value']:.2f}"
     return (f"Generalisation (notebook 11, four collections the Kaggle set does not hold).{before} Left out of "
             "training in turn, with the generalisation recipe "
             f"(other collections as partial labels, acquisition randomisation, a brain-only view): {loo}. "
-            f"The recipe on every collection ({len(gen['shipped_per_seed'])} seed(s)): Kaggle Testing accuracy "
-            f"{accuracy:.2%} (mean); {verdict}.")
+            f"The recipe on every collection ({len(gen['shipped_per_seed'])} seed(s)), its selected seed on the test "
+            f"parts: {on_test_parts(gen['shipped'])}{looks}; Kaggle Testing accuracy {accuracy:.2%} (mean of the "
+            f"seeds); {verdict}.")
 
 
 UNFAMILIAR_TESTING_TARGET = 0.03  # at most this share of Kaggle Testing flagged unfamiliar
