@@ -1,6 +1,7 @@
-"""The Kaggle set: finding it, checking its layout and counts, its manifest and fingerprint, the
-decoded uint8 cache, and the expert masks and patient ids derived beside it from the figshare release.
-`SOURCE` is the set as a `source.DataSource`: its rows carry the patient ids and masks where derived.
+"""The Kaggle set: finding it, fetching it where absent (`fetch`: a zip of its layout, or kagglehub),
+checking its layout and counts, its manifest and fingerprint, the decoded uint8 cache, and the expert
+masks and patient ids derived beside it from the figshare release. `SOURCE` is the set as a
+`source.DataSource`: its rows carry the patient ids and masks where derived.
 
 The dataset folder is read-only input. Everything derived from it (manifest, decoded arrays) is a
 cache under `data/interim/`, keyed by the data fingerprint, and rebuilt when stale or corrupt.
