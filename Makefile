@@ -97,7 +97,7 @@ UPSTREAM_07_mask_guided := 00_data 01_eda 03_custom_cnn 05_gradcam 06_patient_fo
 UPSTREAM_08_external := 00_data 01_eda 03_custom_cnn 04_baselines 05_gradcam 07_mask_guided
 UPSTREAM_09_calibration := 00_data 01_eda 03_custom_cnn 04_baselines 07_mask_guided 08_external
 UPSTREAM_10_results := $(filter-out 10_results,$(basename $(notdir $(NOTEBOOKS))))
-UPSTREAM_11_generalisation := 00_data 01_eda 03_custom_cnn 04_baselines 07_mask_guided 08_external
+UPSTREAM_11_generalisation := 00_data 01_eda 03_custom_cnn 04_baselines 07_mask_guided 08_external 09_calibration
 upstream = $(foreach u,$(UPSTREAM_$(1)),$(filter $(REPORTS)/executed/$(u).ipynb,$(EXECUTED)))
 define notebook_rule
 $(REPORTS)/executed/$(1).ipynb: notebooks/$(1).ipynb $(LIB) $(FINGERPRINT) $(call upstream,$(1)) | $(STAMP)

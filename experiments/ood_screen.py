@@ -3,14 +3,15 @@ flags on collections the models never trained on, with the threshold each sets o
 
 For each model `predict` can use that has a file (`predict.DEFAULT_MODELS`), each candidate (a method of
 `ood.METHODS`, the features it reads, KNN's k; or KNN on the stage statistics together with Mahalanobis
-on the penultimate features, the 2% shared between them) is fitted on the Kaggle training part and
-thresholded so that at most 2% of validation is flagged (`ood.fit_detector`'s rule). Measured on each
-collection's `tune` part: the share of the model's errors flagged `uncertain` or `unfamiliar`; and
-whether every non-brain test image (tests/nonbrain.py) that the input check lets through is flagged.
-The candidate kept is the one whose worst collection is best, averaged over the models, among those
-that flag every such non-brain image for every model: the issue asks for half of the errors flagged on
-*each* collection, and for every non-brain input refused or flagged. The `test` parts and Kaggle Testing
-are scored too and written beside, for the record; the choice reads only the `tune` parts and the
+on the penultimate features or KNN on the thumbnail, or all three, the 2% shared between them) is
+fitted on the Kaggle training part and thresholded so that at most 2% of validation is flagged
+(`ood.fit_detector`'s rule). Measured on each collection's `tune` part: the share of the model's errors
+flagged `uncertain` or `unfamiliar`; and whether every non-brain test image (tests/nonbrain.py) that
+the input check lets through is flagged. The candidate kept is the one whose worst collection is best,
+averaged over the models, among those that flag every such non-brain image for every model: the issue
+asks for half of the errors flagged on *each* collection, and for every non-brain input refused or
+flagged. The `test` parts and Kaggle Testing are scored too and written beside, for the record; the
+choice reads only the `tune` parts and the
 non-brain images. Writes experiments/results/ood_screen.json.
 
     .venv/bin/python experiments/ood_screen.py
@@ -44,6 +45,13 @@ CANDIDATES: dict[str, tuple[ood.ScoreSpec, ...]] = {
     **{f"knn-stages-k1-{knn:.1%}-or-mahalanobis-{SHARE - knn:.1%}": (
         ood.ScoreSpec("knn", "stages", knn, 1), ood.ScoreSpec("mahalanobis", "penultimate", round(SHARE - knn, 6)))
        for knn in (0.015, 0.01, 0.005)},
+    "knn-thumbnail-k1": (ood.ScoreSpec("knn", "thumbnail", SHARE, 1),),
+    **{f"knn-stages-k1-{knn:.1%}-or-knn-thumbnail-k1-{SHARE - knn:.1%}": (
+        ood.ScoreSpec("knn", "stages", knn, 1), ood.ScoreSpec("knn", "thumbnail", round(SHARE - knn, 6), 1))
+       for knn in (0.015, 0.01)},
+    "knn-stages-k1-1.0%-or-knn-thumbnail-k1-0.5%-or-mahalanobis-0.5%": (
+        ood.ScoreSpec("knn", "stages", 0.01, 1), ood.ScoreSpec("knn", "thumbnail", 0.005, 1),
+        ood.ScoreSpec("mahalanobis", "penultimate", 0.005)),
 }
 
 
@@ -77,7 +85,7 @@ def nonbrain_images(size: int) -> dict[str, np.ndarray]:
 
 
 def model_outputs(model, fit: dict, sets: dict, nonbrain: dict) -> dict:
-    """The model's logits and features of both kinds on every image set, from one pass each: every
+    """The model's logits and features of every kind on every image set, from one pass each: every
     candidate is fitted and scored on these."""
     kinds = ood.FEATURE_KINDS
     return {"train": (ood.logits_and_features(model, fit["train"][0], 256, kinds)[1], fit["train"][1]),

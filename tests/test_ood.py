@@ -149,6 +149,25 @@ def test_stage_statistics_are_each_stage_mean_and_spread():
         ood.logits_and_features(build_model("lenet5"), images, kinds=("stages",))
 
 
+@pytest.mark.parametrize("name", ["custom_cnn", "lenet5"])
+def test_the_thumbnail_is_the_input_averaged_down_less_its_mean(name):
+    """The "thumbnail" features of any model: its input tensor in THUMBNAIL_SIDE blocks, less the image's
+    mean, so a brighter copy of an image has the same thumbnail."""
+    model = build_model(name).eval()
+    side, block = ood.THUMBNAIL_SIDE, 4
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 200, (2, side, side)).astype(np.uint8)
+    images = np.repeat(np.repeat(coarse, block, 1), block, 2)  # constant over each block
+    seen = []
+    hook = model.register_forward_pre_hook(lambda _m, args: seen.append(args[0].float()))
+    feats = ood.logits_and_features(model, np.concatenate([images, images + 40]), kinds=("thumbnail",))[1]["thumbnail"]
+    hook.remove()
+    x = seen[0][:, 0, ::block, ::block].flatten(1).numpy()
+    assert feats.shape == (4, ood.feature_dim(model, "thumbnail")) == (4, side * side)
+    np.testing.assert_allclose(feats[:2], x[:2] - x[:2].mean(1, keepdims=True), atol=1e-4)
+    np.testing.assert_allclose(feats[:2], feats[2:], atol=1e-4)
+
+
 def test_a_detector_for_other_features_is_refused(tmp_path):
     path = tmp_path / "custom_cnn.pt"
     save_checkpoint(path, build_model("custom_cnn").eval(), tiny_config(image_size=64))
@@ -172,20 +191,22 @@ def test_fit_detector_thresholds_on_validation():
     assert d.validation_flagged <= 0.02 and all(np.isfinite(a).all() for a in part.arrays.values())
 
 
-def test_the_default_detector_shares_validation_between_knn_and_mahalanobis():
+def test_the_default_detector_shares_validation_between_stages_and_thumbnail():
     torch.manual_seed(0)
     model = build_model("custom_cnn").eval()
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (80, 32, 32), dtype=np.uint8), np.repeat(np.arange(4), 20)
     val = rng.integers(0, 256, (400, 32, 32), dtype=np.uint8)
     d = ood.fit_detector(model, (images, labels), val)
-    knn, maha = d.scores
-    assert (knn.method, knn.features, knn.neighbours, maha.method) == ("knn", "stages", 1, "mahalanobis")
-    assert knn.arrays["bank"].shape == (80, ood.feature_dim(model, "stages"))
-    assert knn.validation_flagged <= 0.015 and maha.validation_flagged <= 0.005 and d.validation_flagged <= 0.02
-    # A training image is its own nearest neighbour: its KNN distance is zero, far under the threshold.
+    stages, thumbnail = d.scores
+    assert [(s.method, s.features, s.neighbours) for s in d.scores] == [("knn", "stages", 1), ("knn", "thumbnail", 1)]
+    assert stages.arrays["bank"].shape == (80, ood.feature_dim(model, "stages"))
+    assert thumbnail.arrays["bank"].shape == (80, ood.THUMBNAIL_SIDE ** 2)
+    assert stages.validation_flagged <= 0.01 and thumbnail.validation_flagged <= 0.01 and d.validation_flagged <= 0.02
+    # A training image is its own nearest neighbour: its KNN distances are zero, far under the thresholds.
     logits, features = ood.logits_and_features(model, images[:5], kinds=d.kinds)
-    assert knn(logits, features) == pytest.approx(-1, abs=1e-3)
+    assert stages(logits, features) == pytest.approx(-1, abs=1e-3)
+    assert thumbnail(logits, features) == pytest.approx(-1, abs=1e-3)
 
 
 def _committed(name: str, dataset: kaggle.Dataset) -> ood.OodDetector:

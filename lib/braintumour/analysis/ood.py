@@ -15,7 +15,9 @@ Detection based on PyTorch", CVPR Workshops):
 - "knn": the distance to the k-th nearest training image in unit-normalised features (Sun et al., 2022,
   "Out-of-Distribution Detection with Deep Nearest Neighbors", ICML), here on *stage statistics*: the
   channel mean and standard deviation of every stage's output, so that an image's look (contrast,
-  skull, background) counts as well as what the last layer makes of it.
+  skull, background) counts as well as what the last layer makes of it; or on the *thumbnail*: the
+  model's input averaged down to `THUMBNAIL_SIDE` pixels a side less its own mean, so that the distance
+  is one of the image's layout (plane, skull, crop) whatever its brightness.
 Higher is more unfamiliar for all three (pytorch-ood's convention). Which one predict's models use was
 chosen on validation and on the collections' `tune` parts (`experiments/ood_screen.py`, docs/predict.md).
 
@@ -42,7 +44,8 @@ METHODS = ("mahalanobis", "energy", "knn")
 KNN_NEIGHBOURS = 1  # the k of "knn" (experiments/ood_screen.py)
 # The features a method reads by default: the penultimate layer's input, or every stage's statistics.
 FEATURES = {"mahalanobis": "penultimate", "energy": "penultimate", "knn": "stages"}
-FEATURE_KINDS = ("penultimate", "stages")
+FEATURE_KINDS = ("penultimate", "stages", "thumbnail")
+THUMBNAIL_SIDE = 16
 # The fitted arrays each method stores in its `.ood.npz`.
 ARRAYS: dict[str, tuple[str, ...]] = {"mahalanobis": ("means", "precision"), "energy": (), "knn": ("bank",)}
 MAX_VALIDATION_FLAGGED = 0.02  # the issue's rule: at most 2% of validation images flagged unfamiliar
@@ -81,6 +84,8 @@ def feature_dim(model: nn.Module, kind: str) -> int:
     """The length of a model's feature vector of `kind` ("penultimate" or "stages")."""
     if kind == "penultimate":
         return penultimate_layer(model).weight.shape[1]
+    if kind == "thumbnail":
+        return THUMBNAIL_SIDE * THUMBNAIL_SIDE
     return sum(2 * [m for m in stage.modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features
                for stage in stages(model))
 
@@ -105,6 +110,15 @@ def _capture_penultimate(model: nn.Module, out: list[torch.Tensor]):
         lambda _module, args: out.append(_pooled(args[0]).detach().float().cpu()))]
 
 
+def _thumbnail(x: torch.Tensor) -> torch.Tensor:
+    small = nn.functional.adaptive_avg_pool2d(x.detach().float(), THUMBNAIL_SIDE).flatten(1)
+    return (small - small.mean(dim=1, keepdim=True)).cpu()
+
+
+def _capture_thumbnail(model: nn.Module, out: list[torch.Tensor]):
+    return [model.register_forward_pre_hook(lambda _module, args: out.append(_thumbnail(args[0])))]
+
+
 def _capture_stages(model: nn.Module, out: list[torch.Tensor]):
     per_stage: list[torch.Tensor] = []
     modules = stages(model)
@@ -124,9 +138,10 @@ def captured_features(model: nn.Module, kinds: tuple[str, ...] = ("penultimate",
     """Collect the features of every forward pass inside the block, per kind, in order, from hooks, so
     that they come from the same pass as the logits (no second forward, no copy of the model's code):
     - "penultimate": a forward pre-hook on `penultimate_layer` (dropout sits before it, off in eval mode);
-    - "stages": forward hooks on each of `stages`, each batch the stages' statistics side by side."""
+    - "stages": forward hooks on each of `stages`, each batch the stages' statistics side by side;
+    - "thumbnail": a forward pre-hook on the model, its input averaged down (`_thumbnail`)."""
     batches: dict[str, list[torch.Tensor]] = {kind: [] for kind in kinds}
-    capture = {"penultimate": _capture_penultimate, "stages": _capture_stages}
+    capture = {"penultimate": _capture_penultimate, "stages": _capture_stages, "thumbnail": _capture_thumbnail}
     hooks = [h for kind in kinds for h in capture[kind](model, batches[kind])]
     try:
         yield batches
@@ -300,10 +315,10 @@ class ScoreSpec:
     neighbours: int = 0
 
 
-# What predict's models use (experiments/ood_screen.py): KNN on the stage statistics, which catches more
-# of the errors on new collections, or Mahalanobis on the penultimate features, which catches the
-# non-brain images KNN lets through; the 2% of validation shared between them.
-DEFAULT_SCORES = (ScoreSpec("knn", "stages", 0.015, KNN_NEIGHBOURS), ScoreSpec("mahalanobis", "penultimate", 0.005))
+# What predict's models use (experiments/ood_screen.py): KNN on the stage statistics or KNN on the
+# thumbnail, the 2% of validation shared between them. Each flags errors on new collections the other
+# misses, and together they flag every non-brain image the input check lets through.
+DEFAULT_SCORES = (ScoreSpec("knn", "stages", 0.01, KNN_NEIGHBOURS), ScoreSpec("knn", "thumbnail", 0.01, KNN_NEIGHBOURS))
 
 
 def default_scores(model: nn.Module) -> tuple[ScoreSpec, ...]:

@@ -179,13 +179,24 @@ def check_model(detector: OodDetector, model: nn.Module, model_path: Path) -> No
                                f"gives {dim}; fit it again (python -m braintumour ood-fit --model {model_path})")
 
 
+def fit_beside(model_path: Path, model: nn.Module, train: tuple[np.ndarray, np.ndarray], validation: np.ndarray,
+               data_fingerprint: str, specs: tuple | None = None) -> OodDetector:
+    """Fit `model`'s detector (`ood.fit_detector`: `specs`, by default `default_scores`) on the training
+    images and labels `train`, threshold it on the `validation` images, and write it beside `model_path`."""
+    from braintumour.reporting import outputs
+
+    detector = fit_detector(model, train, validation, specs, data_fingerprint=data_fingerprint,
+                            git_commit=outputs.git_commit())
+    save_detector(model_path, detector)
+    return detector
+
+
 def fit_for_model(model_path: Path, method: str | None = None) -> OodDetector:
     """Fit the detector of a model file on the Kaggle set (its split, the model's image size), write it
-    beside the model (`save_detector`) and return it: what `python -m braintumour ood-fit` runs. `method`
+    beside the model (`fit_beside`) and return it: what `python -m braintumour ood-fit` runs. `method`
     alone, or by default `default_scores`."""
     from braintumour.datasets import splits
     from braintumour.datasets.kaggle import load_dataset, load_images
-    from braintumour.reporting import outputs
     from braintumour.training.checkpoints import load_checkpoint
 
     model, payload = load_checkpoint(model_path)
@@ -193,8 +204,5 @@ def fit_for_model(model_path: Path, method: str | None = None) -> OodDetector:
     images = load_images(kaggle, payload["config"]["image_size"])
     labels = kaggle.manifest.label.to_numpy()
     split = splits.load_split(kaggle)
-    detector = fit_detector(model, (images[split.train], labels[split.train]), images[split.val],
-                            single_score(method) if method else None, data_fingerprint=kaggle.fingerprint,
-                            git_commit=outputs.git_commit())
-    save_detector(model_path, detector)
-    return detector
+    return fit_beside(model_path, model, (images[split.train], labels[split.train]), images[split.val],
+                      kaggle.fingerprint, single_score(method) if method else None)

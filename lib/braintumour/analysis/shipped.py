@@ -58,7 +58,7 @@ def ship(run: RunResult, seed: int, train: tuple[np.ndarray, np.ndarray], valida
     """Save the run's model as `SHIPPED` with what `predict` reads beside it: the temperature and
     uncertain threshold fitted on the Kaggle validation images (as notebook 09 does for the others), and
     the out-of-distribution detector fitted on the Kaggle training images, thresholded on validation."""
-    from braintumour.analysis import ood, ood_files
+    from braintumour.analysis import ood_files
 
     path = model_file(SHIPPED)
     val_images, val_labels = validation
@@ -69,8 +69,7 @@ def ship(run: RunResult, seed: int, train: tuple[np.ndarray, np.ndarray], valida
         temperature=temperature, uncertain_below=threshold, fitted_on="validation", n_images=len(val_labels),
         max_validation_risk=calibration.MAX_VALIDATION_RISK, data_fingerprint=fingerprint,
         git_commit=outputs.git_commit()))
-    ood_files.save_detector(path, ood.fit_detector(run.model, train, val_images, data_fingerprint=fingerprint,
-                                             git_commit=outputs.git_commit()))
+    ood_files.fit_beside(path, run.model, train, val_images, fingerprint)
     return path
 
 

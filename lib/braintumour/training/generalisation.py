@@ -163,8 +163,9 @@ class Pool:
         return Split(np.concatenate([kaggle_split.train, *extra]), kaggle_split.val, kaggle_split.test)
 
 
-# The mask-guided variant of the recipe (notebook 07's model and mask term, `losses.mask_alignment_loss`),
-# with `Guide`'s masks: experiments/generalised_guided.py measures it.
+# The recipe's mask guidance (notebook 07's model and mask term, `losses.mask_alignment_loss`, towards
+# `Guide`'s masks): chosen on the collections' `tune` parts and Kaggle validation, where it moved Grad-CAM
+# into the BraTS boxes at the same accuracy (experiments/generalised_guided.py, docs/experiments.md).
 MASK_GUIDED = {"model": "custom_cnn_guided", "mask_weight": 1.0}
 
 
@@ -217,8 +218,9 @@ def train_generalised(params: dict, seed: int, pool: Pool, kaggle_split: Split, 
                       trained_on: tuple[str, ...], *, steps: int | None = None, guide: Guide | None = None,
                       retrain: bool = False, progress: bool = True, **overrides) -> RunResult:
     """One seed of the recipe (`generalised_config`) through the run cache, on the Kaggle set and the `train`
-    parts of the collections `trained_on`; with a `guide`, the mask-guided variant (`MASK_GUIDED`). Class
-    weights are the Kaggle training set's four classes, as for variant (b)."""
+    parts of the collections `trained_on`, its maps guided by `guide` (`MASK_GUIDED`); without one, the
+    recipe less its mask guidance. Class weights are the Kaggle training set's four classes, as for
+    variant (b)."""
     cfg = generalised_config(params, seed, steps, **(MASK_GUIDED if guide else {}), **overrides)
     split = pool.split(kaggle_split, {name: parts[name]["train"] for name in trained_on})
     weights = class_weights(pool.labels[kaggle_split.train], cfg.class_weighting)
@@ -243,18 +245,20 @@ def load_collections(kaggle: Dataset, kaggle_hashes: np.ndarray, size: int, limi
 
 
 # Each ingredient of the recipe taken out in turn, on the leave-one-out folds the profile names: the
-# recipe's fields overridden, and whether the other collections' images are trained on.
+# recipe's fields overridden, whether the other collections' images are trained on, and whether the maps
+# are mask-guided.
 ABLATIONS: dict[str, dict] = {
-    "no_other_collections": {"overrides": {}, "collections": False},  # the Kaggle set only: one run for all folds
-    "no_skull_strip": {"overrides": {"randomise": {}}, "collections": True},
-    "no_randomise": {"overrides": {"randomise": None}, "collections": True},
+    "no_other_collections": {"overrides": {}, "collections": False, "guided": True},  # one run for all folds
+    "no_mask_guidance": {"overrides": {}, "collections": True, "guided": False},
+    "no_skull_strip": {"overrides": {"randomise": {}}, "collections": True, "guided": True},
+    "no_randomise": {"overrides": {"randomise": None}, "collections": True, "guided": True},
 }
 
 
 def train_ablation(params: dict, name: str, held_out: str, pool: Pool, kaggle_split: Split,
-                   parts: dict[str, dict[str, np.ndarray]], *, retrain: bool = False) -> RunResult:
+                   parts: dict[str, dict[str, np.ndarray]], guide: Guide, *, retrain: bool = False) -> RunResult:
     """The leave-one-out run for `held_out` with ablation `name`'s ingredient taken out (seed 0)."""
     spec = ABLATIONS[name]
     trained_on = tuple(n for n in parts if n != held_out) if spec["collections"] else ()
-    return train_generalised(params, 0, pool, kaggle_split, parts, trained_on, retrain=retrain, progress=False,
-                             **spec["overrides"])
+    return train_generalised(params, 0, pool, kaggle_split, parts, trained_on, guide=guide if spec["guided"] else None,
+                             retrain=retrain, progress=False, **spec["overrides"])
