@@ -16,6 +16,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -146,9 +147,20 @@ def testing(model: torch.nn.Module, d: RecipeData) -> dict[str, Any]:
 
 @dataclass
 class CollectionsData(RecipeData):
-    """`RecipeData` and notebook 11's collections, each audited and parted (`generalisation.load_collections`)."""
+    """`RecipeData` and notebook 11's collections, each audited and parted (`generalisation.load_collections`),
+    with their parts and the pool a generalisation run draws from, as notebook 11 makes them."""
 
     collections: dict
+
+    @property
+    def parts(self) -> dict[str, dict[str, np.ndarray]]:
+        return {name: c.parts for name, c in self.collections.items()}
+
+    @cached_property
+    def pool(self):
+        from braintumour.training import generalisation
+
+        return generalisation.Pool.stack(self.dataset, self.images, self.collections)
 
 
 def load_collections_data(profile: str) -> CollectionsData:

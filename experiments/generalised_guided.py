@@ -33,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = common.parser(__doc__.splitlines()[0], overrides=False, runs_root=False).parse_args(argv)
     d = common.load_collections_data(args.profile)
     collections, size = d.collections, d.params["image_size"]
-    parts = {name: c.parts for name, c in collections.items()}
-    pool = generalisation.Pool.stack(d.dataset, d.images, collections)
+    parts, pool = d.parts, d.pool
     guide = generalisation.Guide.build(pool, d.dataset, d.split, collections, size)
     brats = collections["brats"].rows("tune")
     boxes = box_masks(collections["brats"].dataset.manifest.iloc[parts["brats"]["tune"]], size)

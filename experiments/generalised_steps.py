@@ -35,8 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     d = common.load_collections_data(args.profile)
     params, images, labels, split, collections = d.params, d.images, d.labels, d.split, d.collections
-    parts = {name: c.parts for name, c in collections.items()}
-    pool = generalisation.Pool.stack(d.dataset, images, collections)
+    parts, pool = d.parts, d.pool
     rows = []
     for seed in args.seeds:
         run = generalisation.train_generalised(params, seed, pool, split, parts, tuple(collections), progress=False,

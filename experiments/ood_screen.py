@@ -11,8 +11,7 @@ the input check lets through is flagged. The candidate kept is the one whose wor
 averaged over the models, among those that flag every such non-brain image for every model: the issue
 asks for half of the errors flagged on *each* collection, and for every non-brain input refused or
 flagged. The `test` parts and Kaggle Testing are scored too and written beside, for the record; the
-choice reads only the `tune` parts and the
-non-brain images. Writes experiments/results/ood_screen.json.
+choice reads only the `tune` parts and the non-brain images. Writes experiments/results/ood_screen.json.
 
     .venv/bin/python experiments/ood_screen.py
 """

@@ -1,9 +1,10 @@
 """The experiments (experiments/*.py), each run as its usage line says in the smoke profile, on the real
 data: every one prints its JSON lines and writes one result file through `outputs.write_result`, with
 the header of every metrics file and the numbers it printed. Runs go to a temporary run cache (except
-external_variants', generalised_steps' and generalised_guided': `external.train_variant` and
-`generalisation.train_generalised` use the notebooks' cache, where the smoke profile's keys are their
-own), results to a temporary folder. And the one writer: `write_metrics` keeps its shape."""
+external_variants', generalised_steps', generalised_guided', generalised_guided_folds' and shipped_flags':
+`external.train_variant` and `generalisation.train_generalised` use the notebooks' cache, where the
+smoke profile's keys are their own), results to a temporary folder. And the one writer: `write_metrics`
+keeps its shape."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ SMOKE = get_profile("smoke")
 # Test images of the smoke subset: `per_class_limit` of each class.
 SMOKE_TEST = 4 * SMOKE["per_class_limit"]
 TESTED = {"screen_recipe", "seed_errors", "refit_train_val", "checkpoint_selection", "external_variants",
-          "figshare_rebuilt_release", "ood_screen", "generalised_steps", "generalised_guided"}
+          "figshare_rebuilt_release", "ood_screen", "generalised_steps", "generalised_guided",
+          "generalised_guided_folds", "shipped_flags"}
 
 
 @pytest.fixture
@@ -216,3 +218,27 @@ def test_write_result_and_write_metrics_share_one_header(tmp_path, monkeypatch):
         with pytest.raises(ValueError):
             outputs.write_result(bad.pop("experiment"), profile="smoke", data_fingerprint="fp", out_dir=tmp_path,
                                  **bad)
+
+
+@pytest.mark.slow
+def test_generalised_guided_folds(out, run):
+    lines, stdout = run("generalised_guided_folds", "--profile", "smoke", "--out", out)
+    r = result(out, "generalised_guided_folds", stdout)
+    held = [row["held_out"] for row in r["runs"]]
+    assert [(line["held_out"], line["variant"]) for line in lines] == [(row["held_out"], row["variant"])
+                                                                      for row in r["runs"]]
+    assert held[::2] == held[1::2] and len(set(held)) == len(held) // 2 >= 2
+    for row in r["runs"]:
+        assert set(row["held_out_scores"]) & {"detected", "specificity"}
+        assert row["config"]["model"] == ("custom_cnn_guided" if row["variant"] == "mask_guided" else "custom_cnn")
+
+
+@pytest.mark.slow
+def test_shipped_flags(out, run):
+    lines, stdout = run("shipped_flags", "--profile", "smoke", "--out", out)
+    r = result(out, "shipped_flags", stdout)
+    assert [(line["seed"], line["fit_on"]) for line in lines] == [(row["seed"], row["fit_on"]) for row in r["runs"]]
+    kaggle, every = r["runs"][:2]
+    assert (kaggle["fit_on"], every["fit_on"]) == ("kaggle_training", "all_training")
+    assert every["n_fit"] > kaggle["n_fit"]
+    assert set(every["tune"]) >= {"brats", "oasis"} and 0 <= every["worst_unflagged_error"] <= 1

@@ -71,6 +71,8 @@ def test_the_pool_adds_each_collections_training_rows_at_a_floor_and_keeps_valid
     assert len(extra) == 8 + 10 and set(extra[:8]) == {100, 101, 102} and set(extra[8:]) == set(range(120, 130))
     assert np.array_equal(split.val, kaggle.val) and np.array_equal(split.test, kaggle.test)
     assert len(pool.split(kaggle, {}).train) == 80  # leave every collection out: the Kaggle set alone
+    images, labels = pool.trained_images(kaggle, {"a": np.arange(3), "b": np.arange(10)})
+    assert len(images) == len(labels) == 80 + 3 + 10 and (labels == TUMOUR).sum() == 13  # each row once
 
 
 def test_the_guide_aligns_masks_and_boxes_with_the_pools_training_rows():
@@ -130,6 +132,21 @@ def test_targets_and_tables_read_the_scores():
     assert table["value [95% CI]"].iloc[0] == "95.0% [90.0%, 98.0%]" and list(table.met) == [True, True, False, False]
 
 
+def test_flag_targets_read_the_errors_flagged_and_left():
+    def report(unfamiliar=0.01, flagged=None, left=None):
+        return {"unfamiliar_share": unfamiliar, "errors_flagged_share": flagged, "error_unflagged": left}
+
+    default = {"kaggle_testing": report(0.031), "brats": report(flagged=0.5), "oasis": report(),
+               "openneuro": report(flagged=0.49)}
+    assert generalisation_report.flag_targets(default) == {
+        "kaggle_testing_unfamiliar": False, "brats_errors_flagged": True, "oasis_errors_flagged": True,
+        "openneuro_errors_flagged": False}
+    shipped = {"kaggle_testing": report(left=0.5), "brats": report(left=0.05), "br35h": report(left=0.051),
+               "openneuro": report(left=None)}
+    assert generalisation_report.unflagged_error_targets(shipped) == {
+        "brats_unflagged_error": True, "br35h_unflagged_error": False, "openneuro_unflagged_error": True}
+
+
 def test_the_readme_sentence_names_a_leave_one_out_miss_that_the_shipped_model_met():
     from braintumour.reporting import generalisation_report
 
@@ -145,3 +162,17 @@ def test_the_readme_sentence_names_a_leave_one_out_miss_that_the_shipped_model_m
     assert "test parts: BraTS 2021 (gliomas) 96.3% detected; Grad-CAM pointing inside the BraTS boxes 0.05" in sentence
     gen["leave_one_out_targets_met"]["brats"] = gen["shipped_targets_met"]["kaggle_testing_accuracy"] = True
     assert "every target met" in generalisation_report.readme_sentence(gen)
+
+
+def test_the_flags_sentence_gives_errors_caught_and_left_per_collection():
+    def report(errors, flagged, left):
+        return {"unfamiliar_share": 0.009, "errors": errors, "errors_flagged_share": flagged, "error_unflagged": left}
+
+    reports = {"kaggle_testing": report(12, 0.25, 0.007), "brats": report(265, 0.781, 0.734),
+               "oasis": report(0, None, 0.0)}
+    gen = {"flags_default_model": "custom_cnn_external", "flags": {"custom_cnn_external": reports}}
+    sentence = generalisation_report.flags_sentence(gen)
+    assert "0.9% of Kaggle Testing marked unfamiliar" in sentence
+    assert "78% of its 265 errors on BraTS 2021 (gliomas) (no errors on OASIS (healthy))" in sentence
+    assert "the error is 73.4% on BraTS 2021 (gliomas), 0.0% on OASIS (healthy)." in sentence
+    assert generalisation_report.flags_sentence({"flags_default_model": None}) == ""

@@ -49,7 +49,7 @@ def _score(method: str, dim: int = 8, threshold: float = 3.5) -> ood.Score:
     rng = np.random.default_rng(0)
     a = rng.normal(size=(dim, dim))
     arrays = {"mahalanobis": {"means": rng.normal(size=(4, dim)), "precision": a @ a.T + np.eye(dim)},
-              "knn": {"bank": rng.normal(size=(30, dim)).astype(np.float32)}}.get(method, {})
+              "knn": {"bank": rng.normal(size=(30, dim)).astype(ood.BANK_DTYPE)}}.get(method, {})
     return ood.Score(method=method, features=ood.FEATURES[method], neighbours=3 if method == "knn" else 0,
                      threshold=threshold, validation_flagged=0.01, feature_dim=dim, arrays=arrays)
 
@@ -201,6 +201,7 @@ def test_the_default_detector_shares_validation_between_stages_and_thumbnail():
     stages, thumbnail = d.scores
     assert [(s.method, s.features, s.neighbours) for s in d.scores] == [("knn", "stages", 1), ("knn", "thumbnail", 1)]
     assert stages.arrays["bank"].shape == (80, ood.feature_dim(model, "stages"))
+    assert stages.arrays["bank"].dtype == thumbnail.arrays["bank"].dtype == ood.BANK_DTYPE
     assert thumbnail.arrays["bank"].shape == (80, ood.THUMBNAIL_SIDE ** 2)
     assert stages.validation_flagged <= 0.01 and thumbnail.validation_flagged <= 0.01 and d.validation_flagged <= 0.02
     # A training image is its own nearest neighbour: its KNN distances are zero, far under the thresholds.

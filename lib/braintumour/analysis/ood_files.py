@@ -20,6 +20,7 @@ from torch import nn
 from braintumour import files
 from braintumour.analysis.ood import (
     ARRAYS,
+    BANK_DTYPE,
     FEATURE_KINDS,
     METHODS,
     OodDetector,
@@ -77,7 +78,7 @@ _FIELDS = {"fitted_on": str, "n_fit": int, "thresholded_on": str, "n_threshold":
            "max_validation_flagged": float, "validation_flagged": float, "data_fingerprint": str, "git_commit": str}
 _SCORE_FIELDS = {"method": str, "features": str, "neighbours": int, "threshold": float, "validation_flagged": float,
                  "feature_dim": int}
-ARRAY_DTYPES = {"means": np.float64, "precision": np.float64, "bank": np.float32}
+ARRAY_DTYPES = {"means": np.float64, "precision": np.float64, "bank": BANK_DTYPE}
 
 
 def _checked_fields(path: Path, record: dict, fields: dict[str, type]) -> None:

@@ -4,6 +4,7 @@ model: the generalised recipe's selected seed, saved with its calibration beside
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ from braintumour.training.checkpoints import (
 )
 from braintumour.training.models import MODEL_TITLES, REGISTRY, written_by
 from braintumour.training.runs import RunResult
+
+if TYPE_CHECKING:
+    from braintumour.analysis.ood import OodDetector
 
 SHIPPED = "custom_cnn_generalised"
 # Every saved model of the compendium and the notebook that writes it, in table order.
@@ -53,23 +57,41 @@ def validation_accuracy(model: torch.nn.Module, images: np.ndarray, labels: np.n
     return float((predict_proba(model, images).argmax(1) == labels).mean())
 
 
-def ship(run: RunResult, seed: int, train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarray, np.ndarray],
-         fingerprint: str, profile: str) -> Path:
-    """Save the run's model as `SHIPPED` with what `predict` reads beside it: the temperature and
-    uncertain threshold fitted on the Kaggle validation images (as notebook 09 does for the others), and
-    the out-of-distribution detector fitted on the Kaggle training images, thresholded on validation."""
+# What the shipped model's unfamiliar score is fitted on: every image it trained on, so that a slice like
+# a collection's `train` part is familiar (chosen on the `tune` parts: experiments/shipped_flags.py).
+TRAINED_ON = "every image the model trained on: Kaggle Training's training part and each collection's train part"
+
+
+def fit_flags(model: torch.nn.Module, trained: tuple[np.ndarray, np.ndarray],
+              validation: tuple[np.ndarray, np.ndarray], fingerprint: str
+              ) -> tuple[calibration.Calibration, OodDetector]:
+    """What `predict` reads beside the shipped model: the temperature and uncertain threshold fitted on the
+    Kaggle validation images (as notebook 09 fits them for the others), and the out-of-distribution
+    detector (`ood.default_scores`) fitted on the images it `trained` on (`Pool.trained_images`),
+    thresholded on Kaggle validation."""
+    from braintumour.analysis import ood
+
+    val_images, val_labels = validation
+    temperature, threshold = calibration.fit(predict_logits(model, val_images), val_labels)
+    fitted = calibration.Calibration(
+        temperature=temperature, uncertain_below=threshold, fitted_on="validation", n_images=len(val_labels),
+        max_validation_risk=calibration.MAX_VALIDATION_RISK, data_fingerprint=fingerprint,
+        git_commit=outputs.git_commit())
+    return fitted, ood.fit_detector(model, trained, val_images, data_fingerprint=fingerprint,
+                                    git_commit=outputs.git_commit(), fitted_on=TRAINED_ON)
+
+
+def ship(run: RunResult, seed: int, flags: tuple[calibration.Calibration, OodDetector], fingerprint: str,
+         profile: str) -> Path:
+    """Save the run's model as `SHIPPED` with what `predict` reads beside it: `flags`, the calibration and
+    out-of-distribution detector `fit_flags` gives."""
     from braintumour.analysis import ood_files
 
     path = model_file(SHIPPED)
-    val_images, val_labels = validation
     save_checkpoint(path, run.model, run.config, extra={"seed": seed, "data_fingerprint": fingerprint,
                                                         "git_commit": outputs.git_commit(), "profile": profile})
-    temperature, threshold = calibration.fit(predict_logits(run.model, val_images), val_labels)
-    calibration.save_calibration(path, calibration.Calibration(
-        temperature=temperature, uncertain_below=threshold, fitted_on="validation", n_images=len(val_labels),
-        max_validation_risk=calibration.MAX_VALIDATION_RISK, data_fingerprint=fingerprint,
-        git_commit=outputs.git_commit()))
-    ood_files.fit_beside(path, run.model, train, val_images, fingerprint)
+    calibration.save_calibration(path, flags[0])
+    ood_files.save_detector(path, flags[1])
     return path
 
 

@@ -221,6 +221,8 @@ def _finding_sentences(cnn: ModelRecord, folder: Path | None) -> list[str]:
     gen = load_metrics("generalisation", folder)
     if gen is not None:
         lines.append(generalisation_report.readme_sentence(gen))
+        if flags := generalisation_report.flags_sentence(gen):
+            lines.append(flags)
     cal = load_metrics("calibration", folder)
     if cal is not None:
         lines.append(calibration_sentence(cal))

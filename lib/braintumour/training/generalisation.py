@@ -162,10 +162,15 @@ class Pool:
                  if len(rows)]
         return Split(np.concatenate([kaggle_split.train, *extra]), kaggle_split.val, kaggle_split.test)
 
+    def trained_images(self, kaggle_split: Split, train_parts: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Images and labels of every distinct row a run on `split(kaggle_split, train_parts)` trains on."""
+        rows = np.unique(self.split(kaggle_split, train_parts).train)
+        return self.images[rows], self.labels[rows]
 
-# The recipe's mask guidance (notebook 07's model and mask term, `losses.mask_alignment_loss`, towards
-# `Guide`'s masks): chosen on the collections' `tune` parts and Kaggle validation, where it moved Grad-CAM
-# into the BraTS boxes at the same accuracy (experiments/generalised_guided.py, docs/experiments.md).
+
+# The mask-guided variant of the recipe (notebook 07's model and mask term, `losses.mask_alignment_loss`),
+# with `Guide`'s masks: experiments/generalised_guided.py and generalised_guided_folds.py measure it (it
+# points at the tumours of a collection whose boxes it trained on, and does worse on a collection left out).
 MASK_GUIDED = {"model": "custom_cnn_guided", "mask_weight": 1.0}
 
 
@@ -218,9 +223,8 @@ def train_generalised(params: dict, seed: int, pool: Pool, kaggle_split: Split, 
                       trained_on: tuple[str, ...], *, steps: int | None = None, guide: Guide | None = None,
                       retrain: bool = False, progress: bool = True, **overrides) -> RunResult:
     """One seed of the recipe (`generalised_config`) through the run cache, on the Kaggle set and the `train`
-    parts of the collections `trained_on`, its maps guided by `guide` (`MASK_GUIDED`); without one, the
-    recipe less its mask guidance. Class weights are the Kaggle training set's four classes, as for
-    variant (b)."""
+    parts of the collections `trained_on`; with a `guide`, the mask-guided variant (`MASK_GUIDED`). Class
+    weights are the Kaggle training set's four classes, as for variant (b)."""
     cfg = generalised_config(params, seed, steps, **(MASK_GUIDED if guide else {}), **overrides)
     split = pool.split(kaggle_split, {name: parts[name]["train"] for name in trained_on})
     weights = class_weights(pool.labels[kaggle_split.train], cfg.class_weighting)
@@ -245,20 +249,18 @@ def load_collections(kaggle: Dataset, kaggle_hashes: np.ndarray, size: int, limi
 
 
 # Each ingredient of the recipe taken out in turn, on the leave-one-out folds the profile names: the
-# recipe's fields overridden, whether the other collections' images are trained on, and whether the maps
-# are mask-guided.
+# recipe's fields overridden, and whether the other collections' images are trained on.
 ABLATIONS: dict[str, dict] = {
-    "no_other_collections": {"overrides": {}, "collections": False, "guided": True},  # one run for all folds
-    "no_mask_guidance": {"overrides": {}, "collections": True, "guided": False},
-    "no_skull_strip": {"overrides": {"randomise": {}}, "collections": True, "guided": True},
-    "no_randomise": {"overrides": {"randomise": None}, "collections": True, "guided": True},
+    "no_other_collections": {"overrides": {}, "collections": False},  # the Kaggle set only: one run for all folds
+    "no_skull_strip": {"overrides": {"randomise": {}}, "collections": True},
+    "no_randomise": {"overrides": {"randomise": None}, "collections": True},
 }
 
 
 def train_ablation(params: dict, name: str, held_out: str, pool: Pool, kaggle_split: Split,
-                   parts: dict[str, dict[str, np.ndarray]], guide: Guide, *, retrain: bool = False) -> RunResult:
+                   parts: dict[str, dict[str, np.ndarray]], *, retrain: bool = False) -> RunResult:
     """The leave-one-out run for `held_out` with ablation `name`'s ingredient taken out (seed 0)."""
     spec = ABLATIONS[name]
     trained_on = tuple(n for n in parts if n != held_out) if spec["collections"] else ()
-    return train_generalised(params, 0, pool, kaggle_split, parts, trained_on, guide=guide if spec["guided"] else None,
-                             retrain=retrain, progress=False, **spec["overrides"])
+    return train_generalised(params, 0, pool, kaggle_split, parts, trained_on, retrain=retrain, progress=False,
+                             **spec["overrides"])

@@ -40,8 +40,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "generalise_steps": 4,  # optimiser steps of each leave-one-out and ablation run (notebook 11)
         "shipped_steps": 4,  # optimiser steps of each of the shipped model's seeds (notebook 11)
         "generalise_seeds": [0],  # the shipped model's
-        "generalise_ablations": {"no_other_collections": ["brats"], "no_mask_guidance": ["brats"],
-                                "no_skull_strip": ["brats"]},
+        "generalise_ablations": {"no_other_collections": ["brats"], "no_skull_strip": ["brats"]},
         # Notebook 05's subsets of the masked Testing images: Score-CAM costs one forward pass per
         # channel of the target layer, ROAD's imputation a sparse solve per image and step.
         "scorecam_images": 8,
@@ -92,9 +91,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "shipped_steps": 6000,
         "generalise_seeds": [0, 1, 2],
         # Ablations (generalisation.ABLATIONS) and the leave-one-out folds each is run on: the Kaggle-only
-        # run (one run serves every fold) and the runs without mask guidance. The others are the full profile's.
-        "generalise_ablations": {name: ["brats", "br35h", "oasis", "openneuro"]
-                                 for name in ("no_other_collections", "no_mask_guidance")},
+        # run (one run serves every fold). The other ablations are the full profile's.
+        "generalise_ablations": {"no_other_collections": ["brats", "br35h", "oasis", "openneuro"]},
         "scorecam_images": 120,
         "baseline_scorecam_images": 8,
         "baseline_cam_images": 619,
@@ -125,8 +123,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "generalise_steps": None,  # epochs, as notebook 03
         "shipped_steps": None,
         "generalise_seeds": [0, 1, 2, 3, 4],
-        "generalise_ablations": {name: ["brats", "br35h", "oasis", "openneuro"] for name in (
-            "no_other_collections", "no_mask_guidance", "no_skull_strip", "no_randomise")},
+        "generalise_ablations": {name: ["brats", "br35h", "oasis", "openneuro"]
+                                 for name in ("no_other_collections", "no_skull_strip", "no_randomise")},
         "scorecam_images": 619,
         "baseline_scorecam_images": 619,
         "baseline_cam_images": 619,
