@@ -38,13 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     for seed in d.params["generalise_seeds"]:
         run = generalisation.train_generalised(d.params, seed, pool, d.split, parts, tuple(collections),
                                                steps=d.params["shipped_steps"], progress=False)
-        calibration = shipped.fit_flags(run.model, fits["all_training"], validation, pool.fingerprint)[0]
-        for fit, train in fits.items():
-            detector = ood.fit_detector(run.model, train, validation[0])
+        calibration, trained = shipped.fit_flags(run.model, fits["all_training"], validation, pool.fingerprint)
+        detectors = {"kaggle_training": ood.fit_detector(run.model, fits["kaggle_training"], validation[0]),
+                     "all_training": trained}
+        for fit, detector in detectors.items():
             reports = {name: flag_scores.flag_report(run.model, calibration, detector, *s)[0]
                        for name, s in tune.items()}
             worst = max(r["error_unflagged"] or 0.0 for r in reports.values())
-            rows.append({"seed": seed, "fit_on": fit, "n_fit": len(train[1]),
+            rows.append({"seed": seed, "fit_on": fit, "n_fit": detector.n_fit,
                          "validation_flagged": detector.validation_flagged, "worst_unflagged_error": worst,
                          "tune": reports, **common.run_record(run)})
             print(json.dumps({"seed": seed, "fit_on": fit, "worst_unflagged_error": round(worst, 4)}
