@@ -129,6 +129,21 @@ def test_a_bad_sidecar_is_named_not_used(tmp_path, fault):
         ood_files.load_detector(model_path)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_half_precision_bank_with_a_non_finite_value_is_refused(tmp_path, bad):
+    model_path = tmp_path / "m.pt"
+    ood_files.save_detector(model_path, _detector("knn"))
+    npz_path = ood_files.ood_paths(model_path)[1]
+    arrays = dict(np.load(npz_path))
+    assert arrays["0.bank"].dtype == np.float16
+    arrays["0.bank"][3, 5] = bad
+    np.savez(npz_path, **arrays)
+    with pytest.raises(ood_files.OodFileError, match=r"m\.ood\.npz: array '0\.bank' holds non-finite"):
+        ood_files.load_detector(model_path)
+    edge = np.array([[65504, -65504, 0, 6e-8]], np.float16)  # the largest and smallest finite halves
+    assert ood_files._all_finite(edge)
+
+
 def test_stage_statistics_are_each_stage_mean_and_spread():
     """The "stages" features: per stage, the channel means then standard deviations of its output, from
     the same forward pass as the logits and the penultimate features."""

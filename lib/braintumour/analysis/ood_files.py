@@ -129,8 +129,16 @@ def _checked_array(npz_path: Path, name: str, a: np.ndarray, shape: tuple) -> No
     if a.ndim != 2 or any(want is not None and got != want for got, want in zip(a.shape, shape, strict=True)):
         raise OodFileError(f"{npz_path}: array {name!r} of shape {a.shape}; expected "
                            f"({', '.join('N' if w is None else str(w) for w in shape)})")
-    if not np.isfinite(a).all():
+    if not _all_finite(a):
         raise OodFileError(f"{npz_path}: array {name!r} holds non-finite values")
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    """`np.isfinite(a).all()`; for half precision by its exponent bits (all ones: infinite or NaN), ten
+    times faster than numpy's half-precision arithmetic on a KNN bank."""
+    if a.dtype == np.float16:
+        return not ((a.view(np.uint16) & 0x7C00) == 0x7C00).any()
+    return bool(np.isfinite(a).all())
 
 
 def _checked_arrays(npz_path: Path, record: dict) -> list[dict[str, np.ndarray]]:
