@@ -1,9 +1,9 @@
 """The experiments (experiments/*.py), each run as its usage line says in the smoke profile, on the real
 data: every one prints its JSON lines and writes one result file through `outputs.write_result`, with
 the header of every metrics file and the numbers it printed. Runs go to a temporary run cache (except
-external_variants', generalised_steps', generalised_guided', generalised_guided_folds' and shipped_flags':
-`external.train_variant` and `generalisation.train_generalised` use the notebooks' cache, where the
-smoke profile's keys are their own), results to a temporary folder. And the one writer: `write_metrics`
+external_variants', generalised_steps', generalised_guided', generalised_guided_folds', generalised_folds'
+and shipped_flags': `external.train_variant` and `generalisation.train_generalised` use the notebooks'
+cache, where the smoke profile's keys are their own), results to a temporary folder. And the one writer: `write_metrics`
 keeps its shape."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ SMOKE = get_profile("smoke")
 SMOKE_TEST = 4 * SMOKE["per_class_limit"]
 TESTED = {"screen_recipe", "seed_errors", "refit_train_val", "checkpoint_selection", "external_variants",
           "figshare_rebuilt_release", "ood_screen", "generalised_steps", "generalised_guided",
-          "generalised_guided_folds", "shipped_flags"}
+          "generalised_guided_folds", "generalised_folds", "shipped_flags"}
 
 
 @pytest.fixture
@@ -231,6 +231,21 @@ def test_generalised_guided_folds(out, run):
     for row in r["runs"]:
         assert set(row["held_out_scores"]) & {"detected", "specificity"}
         assert row["config"]["model"] == ("custom_cnn_guided" if row["variant"] == "mask_guided" else "custom_cnn")
+
+
+@pytest.mark.slow
+def test_generalised_folds(out, run):
+    change = {"skull_strip": 0.5, "reframe": 0.5}
+    lines, stdout = run("generalised_folds", "--profile", "smoke", "--out", out, f"randomise={json.dumps(change)}")
+    r = result(out, "generalised_folds-randomise=_reframe_0.5,_skull_strip_0.5", stdout)
+    assert r["overrides"] == {"randomise": change}
+    assert [line["held_out"] for line in lines] == [row["held_out"] for row in r["runs"]]
+    assert len(r["runs"]) >= 2 and len({row["held_out"] for row in r["runs"]}) == len(r["runs"])
+    for row in r["runs"]:
+        assert set(row["held_out_scores"]) & {"detected", "specificity"}
+        assert row["config"]["randomise"] == change
+        recipe = row["recipe_held_out_scores"]  # notebook 11's, where its metrics are the smoke profile's
+        assert recipe is None or set(recipe) & set(row["held_out_scores"])
 
 
 @pytest.mark.slow

@@ -1,0 +1,63 @@
+"""An ingredient weighed on the leave-one-collection-out folds: notebook 11's four leave-one-out runs with
+`FIELD=JSON` changes to the recipe, each scored on all of the collection it never saw.
+
+Each fold trains on the Kaggle set and the `train` parts of the other collections (seed 0, the profile's
+`generalise_steps`, the run kept by Kaggle validation macro-F1, as notebook 11's), with the recipe's fields
+overridden (`generalisation.generalised_config`; e.g. `randomise='{"skull_strip": 0.5, "reframe": 0.5}'`).
+It writes each fold's detection or specificity on the held-out collection (BraTS by plane too) and the
+Kaggle validation accuracy to experiments/results/generalised_folds-<changes>.json, beside the recipe's
+own numbers as notebook 11 wrote them (reports/metrics/generalisation.json, `leave_one_out`: the same
+folds, seed, steps and scoring). Neither Kaggle Testing nor a `test` part is read apart from the held-out
+collection's `all`, which notebook 11 reports for the recipe.
+
+    .venv/bin/python experiments/generalised_folds.py randomise='{"skull_strip": 0.5, "reframe": 0.5}'
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import common
+
+from braintumour.analysis.collection_scores import model_scores
+from braintumour.analysis.shipped import validation_accuracy
+from braintumour.reporting.summary import load_metrics
+from braintumour.training import generalisation
+
+
+def recipe_reported(profile: str) -> dict:
+    """Notebook 11's leave-one-out scores of the recipe, where its metrics file is of this profile."""
+    reported = load_metrics("generalisation")
+    if reported is None or reported.get("profile") != profile:
+        return {}
+    return reported["leave_one_out"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = common.parser(__doc__.splitlines()[0], default_seeds=None, runs_root=False).parse_args(argv)
+    changes = common.overrides_of(args)
+    d = common.load_collections_data(args.profile)
+    reported = recipe_reported(args.profile)
+    rows = []
+    for held in d.collections:
+        trained_on = tuple(n for n in d.collections if n != held)
+        run = generalisation.train_generalised(d.params, 0, d.pool, d.split, d.parts, trained_on, progress=False,
+                                               **changes)
+        row = {"held_out": held,
+               "validation_accuracy": round(validation_accuracy(run.model, d.images[d.split.val],
+                                                                d.labels[d.split.val]), 4),
+               "held_out_scores": model_scores(run.model, {held: d.collections[held]}, "all")[held],
+               "recipe_held_out_scores": reported.get(held), **common.run_record(run)}
+        measure = next(k for k in ("detected", "specificity") if k in row["held_out_scores"])
+        print(json.dumps({"held_out": held, measure: round(row["held_out_scores"][measure]["value"], 4),
+                          "recipe": reported.get(held, {}).get(measure, {}).get("value"),
+                          "validation_accuracy": row["validation_accuracy"]}), flush=True)
+        rows.append(row)
+    common.write_result(args, common.result_name("generalised_folds", changes), d.pool.fingerprint, overrides=changes,
+                        runs=rows, chosen_on="the leave-one-collection-out folds and Kaggle validation")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
