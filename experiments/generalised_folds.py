@@ -2,15 +2,15 @@
 `FIELD=JSON` changes to the recipe, each scored on all of the collection it never saw.
 
 Each fold trains on the Kaggle set and the `train` parts of the other collections (seed 0, the profile's
-`generalise_steps`, the run kept by Kaggle validation macro-F1, as notebook 11's), with the recipe's fields
-overridden (`generalisation.generalised_config`; e.g. `randomise='{"skull_strip": 0.5, "reframe": 0.5}'`).
-It writes each fold's detection or specificity on the held-out collection (BraTS by plane too) and the
-Kaggle validation accuracy to experiments/results/generalised_folds-<changes>.json, beside the recipe's
-own numbers as notebook 11 wrote them (reports/metrics/generalisation.json, `leave_one_out`: the same
-folds, seed, steps and scoring). Neither Kaggle Testing nor a `test` part is read apart from the held-out
-collection's `all`, which notebook 11 reports for the recipe.
+`generalise_steps`, the run kept by Kaggle validation macro-F1, as notebook 11's) with the recipe's fields
+overridden (`generalisation.generalised_config`; e.g. `max_steps=6000 epochs=100`), every fold or those
+named by `--held-out`. It writes each fold's detection or specificity on the held-out collection (BraTS by
+plane too) and the Kaggle validation accuracy to experiments/results/generalised_folds-<changes>.json,
+beside the recipe's own scores as notebook 11 wrote them (reports/metrics/generalisation.json,
+`leave_one_out`: the same folds, seed and scoring). Neither Kaggle Testing nor a `test` part is read apart
+from the held-out collection's `all`, which notebook 11 reports for the recipe.
 
-    .venv/bin/python experiments/generalised_folds.py randomise='{"skull_strip": 0.5, "reframe": 0.5}'
+    .venv/bin/python experiments/generalised_folds.py max_steps=6000 epochs=100 [--held-out brats,openneuro]
 """
 
 from __future__ import annotations
@@ -35,12 +35,18 @@ def recipe_reported(profile: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = common.parser(__doc__.splitlines()[0], default_seeds=None, runs_root=False).parse_args(argv)
+    ap = common.parser(__doc__.splitlines()[0], default_seeds=None, runs_root=False)
+    ap.add_argument("--held-out", type=lambda text: text.split(","), default=None,
+                    help="the folds to train, by the collection held out, e.g. brats,openneuro (default: every one)")
+    args = ap.parse_args(argv)
     changes = common.overrides_of(args)
     d = common.load_collections_data(args.profile)
     reported = recipe_reported(args.profile)
     rows = []
-    for held in d.collections:
+    unknown = set(args.held_out or ()) - set(d.collections)
+    if unknown:
+        raise SystemExit(f"--held-out: no collection {', '.join(sorted(unknown))}; known: {', '.join(d.collections)}")
+    for held in args.held_out or d.collections:
         trained_on = tuple(n for n in d.collections if n != held)
         run = generalisation.train_generalised(d.params, 0, d.pool, d.split, d.parts, trained_on, progress=False,
                                                **changes)

@@ -18,7 +18,7 @@ from braintumour.datasets.source import TUMOUR
 from braintumour.datasets.splits import Split
 from braintumour.reporting import generalisation_report
 from braintumour.training import external, generalisation
-from braintumour.training.randomise import HEAD_LEVEL, Randomise, brain_only, reframe
+from braintumour.training.randomise import Randomise, brain_only
 
 NOTUMOR = 2
 
@@ -119,28 +119,6 @@ def test_brain_only_keeps_the_inside_of_the_head_and_is_off_by_default(dataset):
     assert torch.equal(plain, Randomise(skull_strip=0.0)(batch, torch.Generator().manual_seed(0)))
     stripped = Randomise(skull_strip=1.0, share=1.0)(batch, torch.Generator().manual_seed(0))
     assert not torch.equal(plain, stripped)
-
-
-def test_reframe_sets_the_heads_size_and_is_off_by_default(dataset):
-    x = load_images(dataset, 128)[0].astype(np.float32) / 255
-
-    def head_box(y: np.ndarray) -> tuple[int, int, int, int]:
-        rows, cols = np.flatnonzero((y > HEAD_LEVEL).any(1)), np.flatnonzero((y > HEAD_LEVEL).any(0))
-        return rows[0], rows[-1], cols[0], cols[-1]
-
-    for side in (0.55, 0.8, 1.0):
-        top, bottom, left, right = head_box(reframe(x, side, np.zeros(2)))
-        assert max(bottom - top, right - left) + 1 == pytest.approx(side * 128, abs=2)
-        assert abs(top + bottom - 127) <= 3 and abs(left + right - 127) <= 3  # centred
-    shifted = head_box(reframe(x, 0.6, np.array([1.0, -1.0])))
-    centred = head_box(reframe(x, 0.6, np.zeros(2)))
-    assert shifted[0] > centred[0] and shifted[2] < centred[2]
-    blank = np.zeros((128, 128), np.float32)
-    assert reframe(blank, 0.6, np.zeros(2)) is blank
-    batch = torch.from_numpy(load_images(dataset, 128)[:8].copy())
-    plain = Randomise()(batch, torch.Generator().manual_seed(0))
-    assert torch.equal(plain, Randomise(reframe=0.0)(batch, torch.Generator().manual_seed(0)))
-    assert not torch.equal(plain, Randomise(reframe=1.0)(batch, torch.Generator().manual_seed(0)))
 
 
 def test_targets_and_tables_read_the_scores():

@@ -23,9 +23,6 @@ from PIL import Image
 HEAD_LEVEL = 0.05  # intensities above this (of 1) count as head, below as background, for the inversion
 GROUP = 4  # images that share one draw of each MONAI step
 SKULL_RIM = (0.03, 0.08)  # of the image's side: the rim `brain_only` removes, drawn per image
-# The head's longer side after `reframe`, of the image's side. Measured at 128 px (10th-90th percentile):
-# BraTS 0.49-0.70, OASIS 0.80-0.84, the Kaggle set 0.73-1.0, its tumour-free slices 0.88-1.0.
-REFRAME_SIDE = (0.55, 1.0)
 
 
 @dataclass
@@ -44,9 +41,6 @@ class Randomise:
     # Keeps only the brain: the head less a rim as wide as scalp and skull, so that a skull-stripped
     # collection's look (BraTS, OASIS) comes with both labels. 0: never (the default, as every run before it).
     skull_strip: float = 0.0
-    # Crops the head to its box and places it at a random size (`REFRAME_SIDE`) near the centre of a dark
-    # frame, so that how much of the field of view the head fills says nothing of the label. 0: never.
-    reframe: float = 0.0
 
     def __post_init__(self) -> None:
         # Imported here: `import monai` loads all of MONAI (its apps, bundles and networks), about 6 s
@@ -90,9 +84,6 @@ class Randomise:
             rims = rng.uniform(*SKULL_RIM, len(x))
             for i in np.flatnonzero(strip):
                 x[i] *= brain_only(images[i].numpy(), rims[i])
-        if self.reframe:
-            for i in np.flatnonzero(rng.random(len(x)) < self.reframe):
-                x[i] = reframe(x[i], rng.uniform(*REFRAME_SIDE), rng.uniform(-1, 1, 2))
         flip = rng.random(len(x)) < self.invert
         head = x > HEAD_LEVEL
         x = np.where(head & flip[:, None, None], np.clip(1.0 + HEAD_LEVEL - x, 0, 1), x)
@@ -120,24 +111,6 @@ def brain_only(image: np.ndarray, rim: float) -> np.ndarray:
 
     head = head_mask(image)
     return ndimage.binary_erosion(head, iterations=max(1, round(rim * image.shape[0])))
-
-
-def reframe(x: np.ndarray, side: float, shift: np.ndarray) -> np.ndarray:
-    """A float slice in [0, 1] with its head (above `HEAD_LEVEL`) cropped to its box, scaled so that the
-    box's longer side is `side` of the image's, and placed on a black frame, off centre by `shift` (each
-    in [-1, 1]) of a quarter of the margin left. A slice with no head is returned as it is."""
-    rows, cols = np.flatnonzero((x > HEAD_LEVEL).any(1)), np.flatnonzero((x > HEAD_LEVEL).any(0))
-    if len(rows) < 2 or len(cols) < 2:
-        return x
-    head = x[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    n = x.shape[0]
-    scale = side * n / max(head.shape)
-    h, w = (min(n, max(1, round(d * scale))) for d in head.shape)
-    small = np.asarray(Image.fromarray(head, mode="F").resize((w, h), Image.Resampling.BILINEAR))
-    y0, x0 = (int(round((n - d) / 2 * (1 + s / 4))) for d, s in zip((h, w), shift, strict=True))
-    out = np.zeros_like(x)
-    out[y0 : y0 + h, x0 : x0 + w] = np.clip(small, 0, 1)
-    return out
 
 
 def _jpeg(x: np.ndarray, quality: int) -> np.ndarray:
