@@ -176,6 +176,24 @@ def load_collections_data(profile: str) -> CollectionsData:
     return CollectionsData(d.params, d.dataset, d.images, d.labels, d.split, d.train_masks, collections)
 
 
+def fold_record(d: CollectionsData, held_out: str, run: runs.RunResult) -> dict[str, Any]:
+    """A leave-one-out run's Kaggle validation accuracy, its scores on all of the collection `held_out` that it
+    never saw (`collection_scores.model_scores`), and the run (`run_record`)."""
+    from braintumour.analysis.collection_scores import model_scores
+    from braintumour.analysis.shipped import validation_accuracy
+
+    accuracy = validation_accuracy(run.model, d.images[d.split.val], d.labels[d.split.val])
+    return {"validation_accuracy": round(accuracy, 4),
+            "held_out_scores": model_scores(run.model, {held_out: d.collections[held_out]}, "all")[held_out],
+            **run_record(run)}
+
+
+def held_out_measure(scores: dict[str, Any]) -> tuple[str, float]:
+    """The measure a held-out collection is scored by (`detected` or `specificity`) and its value, rounded."""
+    measure = next(k for k in ("detected", "specificity") if k in scores)
+    return measure, round(scores[measure]["value"], 4)
+
+
 def run_record(run: runs.RunResult) -> dict[str, Any]:
     """What identifies a run and how it was obtained: its folder (model, seed and run key), the key,
     whether it was reused from the cache, and the config it was trained from."""

@@ -20,8 +20,6 @@ import sys
 
 import common
 
-from braintumour.analysis.collection_scores import model_scores
-from braintumour.analysis.shipped import validation_accuracy
 from braintumour.reporting.summary import load_metrics
 from braintumour.training import generalisation
 
@@ -50,14 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         trained_on = tuple(n for n in d.collections if n != held)
         run = generalisation.train_generalised(d.params, 0, d.pool, d.split, d.parts, trained_on, progress=False,
                                                **changes)
-        row = {"held_out": held,
-               "validation_accuracy": round(validation_accuracy(run.model, d.images[d.split.val],
-                                                                d.labels[d.split.val]), 4),
-               "held_out_scores": model_scores(run.model, {held: d.collections[held]}, "all")[held],
-               "recipe_held_out_scores": reported.get(held), **common.run_record(run)}
-        measure = next(k for k in ("detected", "specificity") if k in row["held_out_scores"])
-        print(json.dumps({"held_out": held, measure: round(row["held_out_scores"][measure]["value"], 4),
-                          "recipe": reported.get(held, {}).get(measure, {}).get("value"),
+        row = {"held_out": held, **common.fold_record(d, held, run), "recipe_held_out_scores": reported.get(held)}
+        measure, value = common.held_out_measure(row["held_out_scores"])
+        recipe = reported.get(held, {}).get(measure, {}).get("value")
+        print(json.dumps({"held_out": held, measure: value, "recipe": recipe,
                           "validation_accuracy": row["validation_accuracy"]}), flush=True)
         rows.append(row)
     common.write_result(args, common.result_name("generalised_folds", changes), d.pool.fingerprint, overrides=changes,

@@ -21,8 +21,6 @@ import sys
 
 import common
 
-from braintumour.analysis.collection_scores import model_scores
-from braintumour.analysis.shipped import validation_accuracy
 from braintumour.training import generalisation
 
 
@@ -39,14 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         for variant, g in (("recipe", None), ("mask_guided", guide)):
             run = generalisation.train_generalised(d.params, 0, pool, d.split, parts, trained_on, guide=g,
                                                    progress=False)
-            row = {"held_out": held, "variant": variant,
-                   "validation_accuracy": round(validation_accuracy(run.model, d.images[d.split.val],
-                                                                    d.labels[d.split.val]), 4),
-                   "held_out_scores": model_scores(run.model, {held: collections[held]}, "all")[held],
-                   **common.run_record(run)}
-            measure = next(k for k in ("detected", "specificity") if k in row["held_out_scores"])
-            print(json.dumps({"held_out": held, "variant": variant, measure: round(row["held_out_scores"][measure]
-                              ["value"], 4), "validation_accuracy": row["validation_accuracy"]}), flush=True)
+            row = {"held_out": held, "variant": variant, **common.fold_record(d, held, run)}
+            measure, value = common.held_out_measure(row["held_out_scores"])
+            print(json.dumps({"held_out": held, "variant": variant, measure: value,
+                              "validation_accuracy": row["validation_accuracy"]}), flush=True)
             rows.append(row)
     common.write_result(args, "generalised_guided_folds", pool.fingerprint, runs=rows,
                         chosen_on="the leave-one-collection-out folds and Kaggle validation")
