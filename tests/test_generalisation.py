@@ -71,6 +71,9 @@ def test_the_pool_adds_each_collections_training_rows_at_a_floor_and_keeps_valid
     assert len(extra) == 8 + 10 and set(extra[:8]) == {100, 101, 102} and set(extra[8:]) == set(range(120, 130))
     assert np.array_equal(split.val, kaggle.val) and np.array_equal(split.test, kaggle.test)
     assert len(pool.split(kaggle, {}).train) == 80  # leave every collection out: the Kaggle set alone
+    balanced = pool.split(kaggle, {"a": np.arange(3), "b": np.arange(10)}, min_share=1.0).train[80:]
+    assert len(balanced) == 2 * 80 and set(balanced[:80]) == {100, 101, 102}
+    assert set(balanced[80:]) == set(range(120, 130))
     images, labels = pool.trained_images(kaggle, {"a": np.arange(3), "b": np.arange(10)})
     assert len(images) == len(labels) == 80 + 3 + 10 and (labels == TUMOUR).sum() == 13  # each row once
 

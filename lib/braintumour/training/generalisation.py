@@ -154,10 +154,11 @@ class Pool:
                                    *(c.dataset.manifest.label.to_numpy() for c in collections.values())]),
                    offset, "+".join([kaggle.fingerprint, *(c.dataset.fingerprint for c in collections.values())]))
 
-    def split(self, kaggle_split: Split, train_parts: dict[str, np.ndarray]) -> Split:
+    def split(self, kaggle_split: Split, train_parts: dict[str, np.ndarray], min_share: float = MIN_SHARE) -> Split:
         """The Kaggle split with each named collection's `train` rows added to training, repeated up to
-        `MIN_SHARE` of the Kaggle training rows; validation and Testing stay the Kaggle set's."""
-        floor = round(MIN_SHARE * len(kaggle_split.train))
+        `min_share` of the Kaggle training rows (1: every collection as many rows as the Kaggle set, i.e.
+        sampling balanced by collection); validation and Testing stay the Kaggle set's."""
+        floor = round(min_share * len(kaggle_split.train))
         extra = [np.resize(self.offset[name] + rows, max(len(rows), floor)) for name, rows in train_parts.items()
                  if len(rows)]
         return Split(np.concatenate([kaggle_split.train, *extra]), kaggle_split.val, kaggle_split.test)
@@ -221,12 +222,14 @@ def generalised_config(params: dict, seed: int, steps: int | None = None, **over
 
 def train_generalised(params: dict, seed: int, pool: Pool, kaggle_split: Split, parts: dict[str, dict[str, np.ndarray]],
                       trained_on: tuple[str, ...], *, steps: int | None = None, guide: Guide | None = None,
-                      retrain: bool = False, progress: bool = True, **overrides) -> RunResult:
+                      retrain: bool = False, progress: bool = True, collection_share: float = MIN_SHARE,
+                      **overrides) -> RunResult:
     """One seed of the recipe (`generalised_config`) through the run cache, on the Kaggle set and the `train`
-    parts of the collections `trained_on`; with a `guide`, the mask-guided variant (`MASK_GUIDED`). Class
-    weights are the Kaggle training set's four classes, as for variant (b)."""
+    parts of the collections `trained_on`, each repeated up to `collection_share` of the Kaggle training rows
+    (`Pool.split`); with a `guide`, the mask-guided variant (`MASK_GUIDED`). Class weights are the Kaggle
+    training set's four classes, as for variant (b)."""
     cfg = generalised_config(params, seed, steps, **(MASK_GUIDED if guide else {}), **overrides)
-    split = pool.split(kaggle_split, {name: parts[name]["train"] for name in trained_on})
+    split = pool.split(kaggle_split, {name: parts[name]["train"] for name in trained_on}, collection_share)
     weights = class_weights(pool.labels[kaggle_split.train], cfg.class_weighting)
     return train_or_load(cfg, pool.images, pool.labels, split, weights, pool.fingerprint, retrain=retrain,
                          progress=progress, train_masks=guide.masks(split) if guide else None)
