@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                           "validation_accuracy": row["validation_accuracy"]}), flush=True)
         rows.append(row)
     common.write_result(args, common.result_name("generalised_folds", changes | share), d.pool.fingerprint,
-                        overrides=changes, **share, runs=rows,
+                        overrides=changes | share, runs=rows,
                         chosen_on="the leave-one-collection-out folds and Kaggle validation")
     return 0
 

@@ -239,7 +239,7 @@ def test_generalised_folds(out, run):
     lines, stdout = run("generalised_folds", "--profile", "smoke", "--out", out, f"randomise={json.dumps(change)}",
                         "--held-out", "oasis,brats", "--collection-share", "0.5")
     r = result(out, "generalised_folds-collection_share=0.5-randomise=_skull_strip_0.25", stdout)
-    assert r["overrides"] == {"randomise": change} and r["collection_share"] == 0.5
+    assert r["overrides"] == {"randomise": change, "collection_share": 0.5}
     assert [line["held_out"] for line in lines] == [row["held_out"] for row in r["runs"]] == ["oasis", "brats"]
     for row in r["runs"]:
         assert set(row["held_out_scores"]) & {"detected", "specificity"}
