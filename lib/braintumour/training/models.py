@@ -13,11 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from braintumour.config import CLASSES, PIXEL_MEAN, PIXEL_STD
+from braintumour.config import CLASSES
 from braintumour.reporting.titles import CAM_SOURCE_TITLES
-from braintumour.training.randomise import HEAD_LEVEL
-
-MIN_HEAD_STD = 0.01  # of full scale: a blank slice is not divided by zero
 
 ModelBuilder = Callable[..., nn.Module]
 
@@ -170,22 +167,6 @@ class ResidualBlock(nn.Module):
         return self.act(x + self.body(x))
 
 
-class HeadStandardise(nn.Module):
-    """Per-image intensity standardisation: each slice rescaled so that its head (pixels brighter than
-    `HEAD_LEVEL` of full scale) has mean 0 and standard deviation 1, as nnU-Net z-scores each MRI volume
-    (Isensee et al., 2021). A scanner's or a web pipeline's brightness and contrast then reach the network
-    as the same numbers; the background's value follows from the head's. Takes and gives the model's
-    normalised input (`transforms.to_input`)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        raw = x * PIXEL_STD + PIXEL_MEAN
-        head = (raw > HEAD_LEVEL).to(raw.dtype)
-        count = head.sum(dim=(1, 2, 3), keepdim=True).clamp_min(1.0)
-        mean = (raw * head).sum(dim=(1, 2, 3), keepdim=True) / count
-        var = (((raw - mean) ** 2) * head).sum(dim=(1, 2, 3), keepdim=True) / count
-        return (raw - mean) / var.sqrt().clamp_min(MIN_HEAD_STD)
-
-
 @register_model("custom_cnn", target_layer=lambda m: m.stage4[-1], title="Custom CNN (ours)", peak_lr=3e-3,
                 written_by="03")
 class BrainTumourCNN(nn.Module):
@@ -213,11 +194,9 @@ class BrainTumourCNN(nn.Module):
     """
 
     def __init__(self, num_classes: int = len(CLASSES), width: int = 32, dropout: float = 0.2,
-                 stem_width: int = 16, standardise: bool = False) -> None:
+                 stem_width: int = 16) -> None:
         super().__init__()
         w = width
-        # None, not nn.Identity, when off: the layers' repr is part of every run's key.
-        self.standardise = HeadStandardise() if standardise else None
         self.stem = nn.Sequential(conv_bn(1, stem_width, stride=2), conv_bn(stem_width, w, stride=2))
         # Stage 1's block is not wrapped in a Sequential: the module names of the committed weights stay.
         self.stage1 = ResidualBlock(w)
@@ -235,8 +214,6 @@ class BrainTumourCNN(nn.Module):
                 nn.init.zeros_(m.body[-1].weight)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.standardise is not None:
-            x = self.standardise(x)
         return self.stage4(self.stage3(self.stage2(self.stage1(self.stem(x)))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
