@@ -1,10 +1,10 @@
 """What the two flags of #49 cost `predict`: time per image with and without them.
 
 "With": `predict.predict_files` as the command runs it (input check, one forward pass that also captures
-the features, the unfamiliar score the model's `.ood` sidecar holds). "Without": the same call with `screen=False`, predict
-as it was before the flags (decode, preprocess, forward, calibration). Both on the same real Kaggle Testing
-files, no CAM (`--out` not given), in alternating order, the median of `--repeats` runs each after one
-warm-up run; the target is under 10% more per image.
+the features, the unfamiliar score the model's `.ood` sidecar holds). "Without": the same call with
+`screen=False`, predict as it was before the flags (decode, preprocess, forward, calibration). Both on the
+same real Kaggle Testing files, no CAM (`--out` not given), in alternating order, the median of `--repeats`
+runs each after one warm-up run; the target is under 10% more per image.
 
     .venv/bin/python benchmarks/ood_overhead.py [--model reports/models/custom_cnn_external.pt] [--images 256]
 """
