@@ -20,6 +20,7 @@ from braintumour.training.models import build_model
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "reports" / "models"
 COMMITTED = ("custom_cnn", "custom_cnn_external", "custom_cnn_guided", "lenet5")
+ROUNDING = 1e-4  # of a threshold's size: far below the gap between neighbouring validation scores (about 1e-2)
 
 
 @pytest.mark.parametrize("name", ["custom_cnn", "custom_cnn_guided", "lenet5"])
@@ -238,13 +239,19 @@ def _committed(name: str, dataset: kaggle.Dataset) -> ood.OodDetector:
 @pytest.mark.parametrize("name", COMMITTED)
 def test_committed_detectors_flag_at_most_two_percent_of_validation(name, dataset):
     """The committed sidecars reproduce: the validation images' scores from the model file, through the
-    library, flag the share recorded, at most 2%."""
+    library, flag the share recorded, at most 2%. The threshold is a validation image's own score
+    (`threshold_for_share`), so that image scores 0 where it was fitted and may round to either side of
+    0 on another CPU (a score of 1.6e-6 on an AVX2-only EPYC): images within `ROUNDING` of the line (one
+    per score) count either way, and no other image may move."""
     detector = _committed(name, dataset)
     model, payload = load_checkpoint(MODELS / f"{name}.pt")
     images = kaggle.load_images(dataset, payload["config"]["image_size"])
     val = images[splits.load_split(dataset).val]
-    _, flags = detector.apply(*ood.logits_and_features(model, val, kinds=detector.kinds))
-    assert flags.mean() == pytest.approx(detector.validation_flagged) and flags.mean() <= 0.02
+    scores, flags = detector.apply(*ood.logits_and_features(model, val, kinds=detector.kinds))
+    on_line = np.abs(scores) <= ROUNDING
+    recorded = round(detector.validation_flagged * len(val))
+    assert (flags & ~on_line).sum() <= recorded <= (flags | on_line).sum()
+    assert recorded <= 0.02 * len(val) and on_line.sum() <= len(detector.scores)  # a line per score
     assert detector.n_threshold == len(val)
 
 
