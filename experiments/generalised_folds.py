@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     changes = common.overrides_of(args)
     share = {} if args.collection_share == generalisation.MIN_SHARE else {"collection_share": args.collection_share}
+    recorded = changes | share  # the recipe's changes, as the result's name and overrides say them
     d = common.load_collections_data(args.profile)
     reported = recipe_reported(args.profile)
     rows = []
@@ -60,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"held_out": held, measure: value, "recipe": recipe,
                           "validation_accuracy": row["validation_accuracy"]}), flush=True)
         rows.append(row)
-    common.write_result(args, common.result_name("generalised_folds", changes | share), d.pool.fingerprint,
-                        overrides=changes | share, runs=rows,
+    common.write_result(args, common.result_name("generalised_folds", recorded), d.pool.fingerprint,
+                        overrides=recorded, runs=rows,
                         chosen_on="the leave-one-collection-out folds and Kaggle validation")
     return 0
 
